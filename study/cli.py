@@ -1,0 +1,70 @@
+"""The ``study`` command line (also ``python -m study``).
+
+    study sandbox --program p.py --tests t.json --style asserts   # run one untrusted program, print a JSON verdict
+    study eval --benchmark humaneval --model DIR [--limit N]      # pass@1 on a benchmark (or --canonical)
+    study mini-reference --out DIR --profile mini                 # train the mini world's reference model
+    study train configs/mini/dapo_dynamic.yaml [--set k=v ...]    # one RL run -> runs/<name>/
+    study reproduce --profile mini                                # run every notebook with papermill -> figures/
+    study models prepare smollm2 --out DIR                        # offline SmolLM2 as an HF folder
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are
+imported only when their command runs, so ``study sandbox`` does not import torch. Bad input raises
+``UserError``: one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from study.errors import UserError
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sandbox": ("study.sandbox_cli", "run one program against tests in the sandbox; print a JSON verdict"),
+    "eval": ("study.evaluate", "pass@k of a model (or the canonical solutions) on a benchmark"),
+    "mini-reference": ("study.mini.train_reference", "train the mini world's reference model from scratch"),
+    "train": ("study.train", "run one RL fine-tuning experiment from a YAML config"),
+    "reproduce": ("study.reproduce", "execute the notebooks with papermill and regenerate figures/"),
+    "models": ("study.models", "prepare real models offline (SmolLM2 from its GGUF wheel)"),
+    "bench": ("study.bench", "benchmarks: sandbox throughput, refiner overhead"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if only is None or name == only:
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:  # a command whose module is not there yet
+                if exc.name != module:
+                    raise
+                continue
+            mod.add_arguments(p)
+            p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        print(f"study {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

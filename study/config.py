@@ -1,0 +1,225 @@
+"""Experiment configuration: one YAML file per experiment in ``configs/``, validated before any work starts.
+
+Every field has a docstring (CleanRL habit). Unknown keys, wrong types and impossible values raise ``UserError``
+naming the key, so ``study train`` exits with code 2 and writes nothing. Defaults follow the paper's Table 2
+where the paper gives a value.
+
+    cfg = load_config("configs/mini/dapo_dynamic.yaml", overrides=["constraint.coef=0.5"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from study.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    source: Literal["mini", "mbpp", "apps", "humaneval", "prompt_collection"] = "mini"
+    """Where training prompts come from."""
+    path: str | None = None
+    """Local file or folder for the source (MBPP/APPS/Prompt-Collection); ``None`` uses the default location."""
+    split: str = "train"
+    """Dataset split used for training."""
+    limit: int | None = Field(default=None, gt=0)
+    """Use only the first N training problems."""
+    mini_profile: str = "mini"
+    """Mini world only: which generated problem set (see ``study.mini``)."""
+
+
+class ConstraintConfig(_Strict):
+    mode: Literal["none", "static", "dynamic"] = "dynamic"
+    """``none``: pure RL; ``static``: KL(π_θ‖π_ref)·β (Eq. 2-3); ``dynamic``: λ·CE toward filtered refinements (Eq. 6)."""
+    coef: float = Field(default=0.1, ge=0)
+    """λ, weight of the dynamic constraint's cross-entropy (``dynamic_constraint_coef``)."""
+    kl_coef: float = Field(default=1e-4, ge=0)
+    """β, weight of the static KL constraint (Table 2: 1e-4 on APPS, 1e-2 on Prompt-Collection)."""
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    """Per-token KL estimator (also used for the logged KL in every mode)."""
+    filter: bool = True
+    """Keep only refinements with r(y') > r(y) (Eq. 6's filter); ``False`` is the App. B ablation."""
+    ce_scope: Literal["full", "from_first_diff"] = "full"
+    """CE over the whole refined response (paper) or from the first token where y' departs from y (issue 9)."""
+    normalize: Literal["token", "sequence"] = "token"
+    """Average the CE over all kept tokens (token) or over kept sequences (sequence)."""
+    target: Literal["refiner", "self", "dataset"] = "refiner"
+    """Who supplies y': the frozen reference model (paper), the current policy (self-refinement), or the
+    dataset's fixed reference solution (static SFT, UFT/LUFFY-style)."""
+
+
+class RefinerConfig(_Strict):
+    model: str | None = None
+    """Refiner model path; ``None`` uses the reference model (= the policy's initial weights)."""
+    task: Literal["code", "dialogue"] = "code"
+    """Which refine prompt template to use."""
+    max_new_tokens: int = Field(default=256, gt=0)
+    """Longest refined response."""
+    temperature: float = Field(default=0.0, ge=0)
+    """0 = greedy (default), as the refiner should copy what is right."""
+    skip_max_reward: bool = True
+    """Do not refine responses already at the maximum reward (they cannot improve)."""
+    batch_size: int = Field(default=32, gt=0)
+    """Refinements generated per batch."""
+
+
+class RolloutConfig(_Strict):
+    num_prompts: int = Field(default=16, gt=0)
+    """Prompts per RL step (the paper's batch size: 64 for DAPO)."""
+    num_generations: int = Field(default=8, gt=0)
+    """Samples per prompt, G (paper: 8)."""
+    max_prompt_length: int = Field(default=512, gt=0)
+    """Prompts longer than this are truncated from the left."""
+    max_completion_length: int = Field(default=128, gt=0)
+    """Longest sampled response."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature for rollouts."""
+
+
+class OptimConfig(_Strict):
+    learning_rate: float = Field(default=1e-6, gt=0)
+    """Actor learning rate (Table 2: 1e-6)."""
+    critic_learning_rate: float = Field(default=9e-6, gt=0)
+    """PPO critic learning rate (Table 2: 9e-6)."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warm-up steps, then constant."""
+
+
+class DAPOConfig(_Strict):
+    epsilon_low: float = Field(default=0.2, gt=0)
+    """Clip-lower ε (Table 2: 0.2)."""
+    epsilon_high: float = Field(default=0.3, gt=0)
+    """Clip-higher ε (Table 2: 0.3)."""
+    dynamic_sampling: bool = True
+    """Drop groups whose rewards are all equal and refill with fresh prompts (DAPO)."""
+    max_sampling_rounds: int = Field(default=3, gt=0)
+    """Cap on refill rounds per step."""
+    overlong_buffer: int = Field(default=0, ge=0)
+    """Soft overlong punishment cache (0 = off); see ``trl.rewards.get_soft_overlong_punishment``."""
+    num_iterations: int = Field(default=1, gt=0)
+    """Optimisation passes over each generated batch (TRL's ``num_iterations``)."""
+    mini_batch_size: int | None = Field(default=None, gt=0)
+    """Samples per optimiser step; ``None`` = the whole batch in one step."""
+
+
+class PPOConfig(_Strict):
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    """Discount γ (Table 2: 1)."""
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    """GAE λ (Table 2: 0.95)."""
+    clip_range: float = Field(default=0.2, gt=0)
+    """Policy clip ratio ε (Table 2: 0.2)."""
+    value_clip_range: float = Field(default=0.2, gt=0)
+    """Value clip range (Table 2: 0.2)."""
+    ppo_epochs: int = Field(default=1, gt=0)
+    """Passes over each batch (Table 2: 1 dialogue, 4 APPS)."""
+    mini_batch_size: int = Field(default=16, gt=0)
+    """Samples per optimiser step (Table 2: 16)."""
+    vf_coef: float = Field(default=1.0, ge=0)
+    """Weight of the value loss when critic and actor share an optimiser step."""
+    whiten_advantages: bool = True
+    """Normalise advantages over the batch."""
+
+
+class TrainConfig(_Strict):
+    name: str
+    """Run name: the run folder is ``runs/<name>`` (seed appended when ``--seed`` overrides)."""
+    trainer: Literal["dapo", "ppo"] = "dapo"
+    """RL algorithm."""
+    model: str
+    """Policy initialisation and reference model: a local HF folder, ``mini:<profile>`` or a hub id."""
+    seed: int = 0
+    """Seed for torch, python and data order."""
+    steps: int = Field(default=100, gt=0)
+    """RL iterations (Table 2's 'Iterations')."""
+    reward: Literal["coderl", "binary", "reward_model"] = "coderl"
+    """Reward: CodeRL's tiers with the adaptive partial-pass term (Eq. 7-8), 0/1 pass, or a reward model."""
+    reward_model: str | None = None
+    """Sequence-classifier reward model path (dialogue)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype for policy and reference."""
+    torch_threads: int | None = Field(default=None, gt=0)
+    """``torch.set_num_threads`` (CPU); ``None`` leaves torch's default."""
+    data: DataConfig = DataConfig()
+    constraint: ConstraintConfig = ConstraintConfig()
+    refiner: RefinerConfig = RefinerConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    optim: OptimConfig = OptimConfig()
+    dapo: DAPOConfig = DAPOConfig()
+    ppo: PPOConfig = PPOConfig()
+    samples_per_step: int = Field(default=4, ge=0)
+    """Samples (prompt, response, refinement, rewards, token CE) logged per step."""
+    checkpoint_every: int = Field(default=0, ge=0)
+    """Save a resumable checkpoint every N steps (0 = only at the end)."""
+    eval_benchmarks: list[str] = []
+    """Benchmarks scored after training (``mini``, ``humaneval``, ``mbpp``, ...)."""
+    eval_limit: int | None = Field(default=None, gt=0)
+    """Evaluate on the first N problems of each benchmark."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.trainer == "ppo" and self.ppo.mini_batch_size > self.rollout.num_prompts * self.rollout.num_generations:
+            raise ValueError("ppo.mini_batch_size is larger than the batch (rollout.num_prompts * num_generations)")
+        if self.reward == "reward_model" and not self.reward_model:
+            raise ValueError("reward: reward_model needs reward_model: PATH")
+        return self
+
+    def hash(self) -> str:
+        """Short content hash (runs are cached by it)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _set_dotted(d: dict, key: str, value) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise UserError(f"--set {key}: '{p}' is not a section")
+    d[parts[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override (``key.sub=value``, value parsed as YAML) and validate a config."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: top level must be a mapping")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise UserError(f"--set expects key=value, got '{ov}'")
+        k, v = ov.split("=", 1)
+        _set_dotted(raw, k.strip(), yaml.safe_load(v))
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict, source: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise UserError(f"{source}: {loc}: {msg}") from None
