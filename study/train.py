@@ -1,0 +1,200 @@
+"""``study train CONFIG.yaml``: one RL fine-tuning run (DAPO or PPO; constraint none/static/dynamic).
+
+    study train configs/mini/dapo_dynamic.yaml --set constraint.coef=0.5 --seed 1
+    study train configs/paper/apps_dapo_dynamic.yaml --dry-run      # validate and print the plan only
+    study train --resume runs/mini-dapo-dynamic                      # continue from the last checkpoint
+
+Builds the pieces named in the config (policy, frozen reference, tokenizer, training problems, reward callable,
+refiner), hands them to the trainer, and writes ``runs/<name>/`` (see ``study.runs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from study.config import TrainConfig, load_config
+from study.errors import UserError
+
+# trainer name -> "module:function"; each function has the signature train(cfg, components, run) -> dict
+TRAINERS = {
+    "dapo": "study.trainers.dapo:train_dapo",
+    "ppo": "study.trainers.ppo:train_ppo",
+}
+
+
+@dataclass
+class Components:
+    """Everything a trainer needs, built once from the config."""
+
+    policy: Any
+    """π_θ, trainable (``PreTrainedModel``)."""
+    reference: Any
+    """π_ref, frozen: the static-KL anchor, the KL we log in every mode, and the default refiner."""
+    tokenizer: Any
+    problems: list
+    """Training problems (``study.problems.Problem``)."""
+    reward_fn: Callable
+    """TRL-style reward callable: ``reward_fn(prompts=..., completions=..., **dataset_columns) -> list[float]``."""
+    max_reward: float | None
+    """Reward ceiling (responses at it are not refined), ``None`` if unbounded."""
+    refiner: Any
+    """``study.refiner.Refiner`` or ``None`` when the constraint is not dynamic."""
+    device: str
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda requested but no CUDA device is available")
+    return name
+
+
+def resolve_model_path(spec: str) -> str:
+    """``mini:<profile>`` -> the mini reference model folder (trained on first use); a folder -> itself;
+    anything else is treated as a hub id (fails offline with a clear message)."""
+    if spec.startswith("mini:"):
+        from study.mini import ensure_reference
+
+        return str(ensure_reference(spec.split(":", 1)[1]))
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"model: {spec} is a path but has no config.json (not an HF model folder)")
+        return str(p)
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise UserError(f"model: path not found: {spec}")
+    return spec  # hub id
+
+
+def build_components(cfg: TrainConfig) -> Components:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from study.data import load_problems
+    from study.refiner import Refiner
+    from study.rewards import build_reward
+
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    device = resolve_device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+    path = resolve_model_path(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    reference.requires_grad_(False)
+    problems = load_problems(cfg.data.source, path=cfg.data.path, split=cfg.data.split, limit=cfg.data.limit,
+                             mini_profile=cfg.data.mini_profile)
+    reward_fn, max_reward = build_reward(cfg)
+    refiner = None
+    if cfg.constraint.mode == "dynamic":
+        ref_model, ref_tok = reference, tokenizer
+        if cfg.refiner.model:
+            rpath = resolve_model_path(cfg.refiner.model)
+            ref_tok = AutoTokenizer.from_pretrained(rpath)
+            ref_model = AutoModelForCausalLM.from_pretrained(rpath, dtype=dtype).to(device).eval()
+        refiner = Refiner(ref_model, ref_tok, task=cfg.refiner.task, max_new_tokens=cfg.refiner.max_new_tokens,
+                          temperature=cfg.refiner.temperature, batch_size=cfg.refiner.batch_size)
+    return Components(policy, reference, tokenizer, problems, reward_fn, max_reward, refiner, device)
+
+
+def get_trainer(name: str) -> Callable:
+    module, fn = TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def run_training(cfg: TrainConfig, runs_dir: str | Path = "runs", resume: bool = False) -> Path:
+    """Train one config; returns the run folder."""
+    from study.runs import RunLog
+
+    seed_everything(cfg.seed)
+    run_dir = Path(runs_dir) / cfg.name
+    components = build_components(cfg)
+    run = RunLog(run_dir, cfg.model_dump(mode="json"), cfg.seed, cfg.hash(), resume=resume)
+    summary = get_trainer(cfg.trainer)(cfg, components, run)
+    if cfg.eval_benchmarks:
+        from study.evaluate import evaluate_model
+
+        for bench in cfg.eval_benchmarks:
+            evaluate_model(components.policy, components.tokenizer, bench, limit=cfg.eval_limit,
+                           out_dir=run_dir / "eval" / bench)
+    run.mark_done(summary)
+    return run_dir
+
+
+def describe_plan(cfg: TrainConfig) -> str:
+    c = cfg.constraint
+    lines = [
+        f"run        runs/{cfg.name}  (config hash {cfg.hash()}, seed {cfg.seed})",
+        f"trainer    {cfg.trainer}  steps={cfg.steps}  prompts/step={cfg.rollout.num_prompts}  G={cfg.rollout.num_generations}",
+        f"model      {cfg.model}",
+        f"data       {cfg.data.source} split={cfg.data.split} path={cfg.data.path} limit={cfg.data.limit}",
+        f"reward     {cfg.reward}",
+        f"constraint {c.mode}  λ={c.coef}  β={c.kl_coef}  filter={c.filter}  scope={c.ce_scope}  target={c.target}",
+        f"optim      lr={cfg.optim.learning_rate}  critic_lr={cfg.optim.critic_learning_rate}",
+        f"eval       {cfg.eval_benchmarks or '-'}",
+    ]
+    return "\n".join(lines)
+
+
+def check_paths(cfg: TrainConfig) -> None:
+    """Dry-run checks that need no model loading: model and data paths exist (or are hub ids)."""
+    if not cfg.model.startswith("mini:"):
+        resolve_model_path(cfg.model)
+    if cfg.data.path and not Path(cfg.data.path).expanduser().exists():
+        raise UserError(f"data.path: not found: {cfg.data.path}")
+    if cfg.refiner.model and not cfg.refiner.model.startswith("mini:"):
+        resolve_model_path(cfg.refiner.model)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config (configs/...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. constraint.coef=0.5 (repeatable)")
+    p.add_argument("--seed", type=int, help="override the seed (the run name gets a -s<seed> suffix)")
+    p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--dry-run", action="store_true", help="validate the config, check paths, print the plan")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    resume = False
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").exists():
+            raise UserError(f"--resume: {run_dir} has no config.yaml (not a run folder)")
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+        args.runs_dir = str(run_dir.parent)
+        resume = True
+    else:
+        if not args.config:
+            raise UserError("give a CONFIG.yaml (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.overrides)
+        if args.seed is not None:
+            cfg = cfg.model_copy(update={"seed": args.seed, "name": f"{cfg.name}-s{args.seed}"})
+    check_paths(cfg)
+    print(describe_plan(cfg))
+    if args.dry_run:
+        return 0
+    out = run_training(cfg, args.runs_dir, resume=resume)
+    print(f"wrote {out}")
+    return 0
