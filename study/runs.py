@@ -49,6 +49,21 @@ METRIC_COLUMNS = [
     "time_step",
 ]
 
+# Fields of one samples.jsonl row (Fig. 6 heatmaps, Figs. 8-11 / Table 4 qualitative examples).
+SAMPLE_FIELDS = {
+    "step": "RL step",
+    "task_id": "problem id",
+    "prompt": "problem text shown to the policy",
+    "response": "the policy's response y",
+    "refined": "the refiner's output y' (null when not refined)",
+    "reward": "r(x, y)",
+    "refined_reward": "r(x, y') (null when not refined)",
+    "kept": "passed the filter (entered L_DC)",
+    "response_tokens": "token strings of y",
+    "refined_tokens": "token strings of y'",
+    "refined_token_ce": "policy's per-token CE on y' (same length as refined_tokens), at the step's update",
+}
+
 PACKAGES = ["torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "refiner-study", "vllm"]
 
 
