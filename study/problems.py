@@ -23,6 +23,8 @@ TestStyle = Literal["asserts", "stdio"]
 class TestSuite:
     """Hidden tests of one problem."""
 
+    __test__ = False  # not a pytest class
+
     style: TestStyle
     """``asserts`` or ``stdio`` (see module docstring)."""
     cases: tuple = ()
