@@ -10,15 +10,49 @@ import re
 
 from study.problems import Problem
 
-# An opening fence (```python, ```py, ```Python3, ``` ...) at the start of a line, then the body up to a closing
-# fence at the start of a line or the end of the text (an unterminated last block, e.g. a truncated rollout).
-_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)", re.M | re.S)
+_FENCE_LINE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)")
 _PY_TAGS = {"", "python", "py", "python3", "py3"}
 
 
 def code_blocks(text: str) -> list[tuple[str, str]]:
-    """All fenced blocks as (language tag lowercased, body)."""
-    return [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    """All fenced blocks as (language tag lowercased, body), read line by line.
+
+    A fence line with a language tag always opens a block (so an empty ```` ``` ```` pair followed by
+    ```` ```python ```` pairs up the way a reader sees it); a bare fence closes the open block; an unterminated
+    last block (e.g. a truncated rollout) runs to the end. When the text has no opening fence but has a bare
+    closing one after code (``code\n```\nprose``), the text before it is the block."""
+    blocks: list[tuple[str, str]] = []
+    lines = text.split("\n")
+    tag: str | None = None
+    body: list[str] = []
+    first_fence = None
+    for i, line in enumerate(lines):
+        m = _FENCE_LINE.match(line)
+        if not m:
+            if tag is not None:
+                body.append(line)
+            continue
+        if first_fence is None:
+            first_fence = (i, m.group(1))
+        new_tag = m.group(1).lower()
+        if tag is not None and not new_tag:  # bare fence closes the open block
+            blocks.append((tag, "\n".join(body) + "\n"))
+            tag, body = None, []
+        else:  # opens a block (a tagged fence inside an open block closes it first)
+            if tag is not None and any(b.strip() for b in body):
+                blocks.append((tag, "\n".join(body) + "\n"))
+            tag, body = new_tag, []
+    if tag is not None and any(b.strip() for b in body):
+        blocks.append((tag, "\n".join(body) + "\n"))
+    blocks = [(t, b) for t, b in blocks if b.strip()]
+    if first_fence is not None and first_fence[1] == "" and first_fence[0] > 0:
+        before = "\n".join(lines[: first_fence[0]])
+        if re.search(r"^\s*(?:def|class|import|from)\s", before, re.M) and not any(
+            _FENCE_LINE.match(l) and _FENCE_LINE.match(l).group(1) for l in lines[: first_fence[0]]
+        ):
+            # code, then a closing fence with no opening one: the code before the fence is the answer
+            blocks.insert(0, ("", before))
+    return blocks
 
 
 def _defines(code: str, name: str) -> bool:

@@ -50,3 +50,14 @@ def test_with_prefix_non_import_prefix():
     assert with_prefix("x = 1", "") == "x = 1"
     assert with_prefix("y = C", "C = 3") == "C = 3\ny = C"
     assert with_prefix("C = 3\ny = C", "C = 3") == "C = 3\ny = C"
+
+
+def test_empty_fence_then_python_fence_pairs_as_a_reader_sees_it():
+    # a real SmolLM2 answer shape: an empty ``` pair, then the real block, then prose
+    text = "```\n\n```python\ndef f(x):\n    return x\n```\n\nThis solution uses a generator."
+    assert extract_code(text, "f") == "def f(x):\n    return x"
+
+
+def test_closing_fence_without_opening_one():
+    text = "def f(x):\n    return x + 1\n```\nThis adds one."
+    assert extract_code(text, "f") == "def f(x):\n    return x + 1"
