@@ -1,0 +1,362 @@
+"""Pieces shared by the DAPO and PPO trainers: refine + filter (Sec. 3.2-3.3), the policy's CE on refined
+tokens (Eq. 6), per-phase timers, and the metrics/samples rows of a run folder.
+
+    refine = refiner_fn(components.refiner)                       # or self_refiner_fn(...), dataset_fn(tokenizer)
+    res = refine_and_filter(rows, responses, rewards, refine, reward_fn, tokenizer,
+                            max_reward=1.0, filter_enabled=True)  # RefineResult: ids/mask/keep/rewards + counts
+    ce = policy_ce_on_refined(model, prompt_ids, prompt_mask, res.refined_ids, res.refined_mask)   # (B, R)
+    l_dc = dynamic_constraint_loss(ce, res.refined_mask, res.keep)                                 # Eq. 6
+
+    timer = StepTimer()
+    with timer("rollout"): ...
+    run.log_metrics(metric_row(step, reward_mean=..., **timer.as_columns()))
+    run.log_samples(sample_rows(step, rows, responses, response_ids, rewards, res, ce, tokenizer, n=4))
+
+``rows`` are dataset rows (``Problem.to_row()`` plus an optional ``prompt`` column, the chat prompt); a
+``Problem`` is accepted wherever a row is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from study.filter import improvement_ratio, keep_improved, needs_refinement
+from study.generation import Generation
+from study.prompts import code_block, solve_messages
+from study.runs import METRIC_COLUMNS
+
+RefineFn = Callable[[list[dict], list[str]], list[Generation]]
+"""``refine(rows, responses) -> one Generation y' per (x, y)``."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rows
+
+
+def as_row(p: Any) -> dict:
+    """A dataset row: ``Problem`` -> ``to_row()`` plus its chat ``prompt``; a dict passes through."""
+    if isinstance(p, dict):
+        return p
+    row = p.to_row()
+    row["prompt"] = solve_messages(p.prompt)
+    return row
+
+
+def reward_columns(rows: Sequence[dict]) -> dict[str, list]:
+    """The dataset columns TRL hands a reward function (everything but prompt/completion)."""
+    keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")] if rows else []
+    return {k: [r.get(k) for r in rows] for k in keys}
+
+
+def score(reward_fn: Callable, rows: Sequence[dict], texts: Sequence[str],
+          token_ids: Sequence[Sequence[int]] | None = None) -> list[float]:
+    """Call a TRL-style reward function the way ``GRPOTrainer`` does (conversational completions when the
+    prompts are conversational)."""
+    if not rows:
+        return []
+    rows = [as_row(r) for r in rows]
+    prompts = [r.get("prompt", r.get("problem", "")) for r in rows]
+    conversational = isinstance(prompts[0], list)
+    completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
+    out = reward_fn(prompts=prompts, completions=completions,
+                    completion_ids=[list(x) for x in token_ids] if token_ids is not None else None,
+                    **reward_columns(rows))
+    return [float("nan") if r is None else float(r) for r in out]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# who supplies y' (constraint.target)
+
+
+def refiner_fn(refiner) -> RefineFn:
+    """y' from a ``study.refiner.Refiner`` (the frozen reference by default; ``target: self`` passes a Refiner
+    around the current policy)."""
+
+    def refine(rows: list[dict], responses: list[str]) -> list[Generation]:
+        return refiner.refine([r["problem"] for r in rows], list(responses))
+
+    return refine
+
+
+def dataset_fn(tokenizer) -> RefineFn:
+    """y' = the problem's reference solution in the answer format (static SFT target, UFT/LUFFY-style).
+    Rows without a reference get an empty y' (never kept: it scores no higher than anything)."""
+    eos = tokenizer.eos_token_id
+
+    def refine(rows: list[dict], responses: list[str]) -> list[Generation]:
+        out = []
+        for r in rows:
+            ref = r.get("reference") or ""
+            text = code_block(ref) if ref else ""
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            out.append(Generation(text=text, token_ids=list(ids) + ([eos] if eos is not None else []),
+                                  truncated=False))
+        return out
+
+    return refine
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# refine + filter (Sec. 3.2-3.3, Eq. 6)
+
+
+@dataclass
+class RefineResult:
+    """What the refiner and the filter decided for one batch of N rollouts."""
+
+    refined_ids: torch.Tensor
+    """(N, R) token ids of y', right-padded (R >= 1; rows not refined are all padding)."""
+    refined_mask: torch.Tensor
+    """(N, R) 1 on y' tokens (including its EOS), 0 on padding."""
+    keep: torch.Tensor
+    """(N,) bool, the filter's decision: y' enters L_DC."""
+    refined: list[bool]
+    """Was rollout i sent to the refiner."""
+    texts: list[str | None]
+    """y' text (None when not refined)."""
+    rewards: list[float | None]
+    """r(x, y') (None when not refined)."""
+    improvement_ratio: float
+    """Share of all N rollouts whose y' scores strictly higher (Fig. 5b)."""
+    n_skipped_max: int = 0
+    """Rollouts not refined because they already had the maximum reward."""
+    token_ids: list[list[int]] = field(default_factory=list)
+    """y' token ids, unpadded (empty when not refined)."""
+
+    @property
+    def n(self) -> int:
+        return len(self.refined)
+
+    @property
+    def n_refined(self) -> int:
+        return sum(self.refined)
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.keep.sum().item())
+
+    @property
+    def refined_frac(self) -> float:
+        return self.n_refined / self.n if self.n else float("nan")
+
+    @property
+    def kept_frac(self) -> float:
+        return self.n_kept / self.n if self.n else float("nan")
+
+    def to(self, device) -> "RefineResult":
+        self.refined_ids = self.refined_ids.to(device)
+        self.refined_mask = self.refined_mask.to(device)
+        self.keep = self.keep.to(device)
+        return self
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists: (ids, mask), both (N, max(len, min_len))."""
+    L = max([len(s) for s in seqs] + [min_len])
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def refine_and_filter(
+    rows: Sequence[Any],
+    responses: Sequence[str],
+    rewards: Sequence[float],
+    refine: RefineFn,
+    reward_fn: Callable,
+    tokenizer,
+    max_reward: float | None = None,
+    filter_enabled: bool = True,
+    skip_max_reward: bool = True,
+) -> RefineResult:
+    """Refine the rollouts below the reward ceiling, score y' with the same reward function, apply the filter.
+
+    rows:      dataset rows (or ``Problem``s) of the N rollouts (repeat a problem's row for each of its samples).
+    responses: the policy's responses y (text).
+    rewards:   r(x, y), the task reward used for the filter (no shaping terms).
+    """
+    rows = [as_row(r) for r in rows]
+    if not (len(rows) == len(responses) == len(rewards)):
+        raise ValueError("rows, responses and rewards differ in length")
+    todo = needs_refinement(rewards, max_reward if skip_max_reward else None)
+    idx = [i for i, t in enumerate(todo) if t]
+    gens = refine([rows[i] for i in idx], [responses[i] for i in idx]) if idx else []
+    texts: list[str | None] = [None] * len(rows)
+    ref_rewards: list[float | None] = [None] * len(rows)
+    token_ids: list[list[int]] = [[] for _ in rows]
+    if idx:
+        scored = score(reward_fn, [rows[i] for i in idx], [g.text for g in gens], [g.token_ids for g in gens])
+        for i, g, r in zip(idx, gens, scored):
+            texts[i], ref_rewards[i], token_ids[i] = g.text, r, list(g.token_ids)
+    keep = keep_improved(rewards, ref_rewards, enabled=filter_enabled)
+    # an empty y' (e.g. no dataset reference) carries no tokens to imitate
+    keep = [k and len(t) > 0 for k, t in zip(keep, token_ids)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids, mask = pad_right(token_ids, pad_id)
+    return RefineResult(
+        refined_ids=ids,
+        refined_mask=mask,
+        keep=torch.tensor(keep, dtype=torch.bool),
+        refined=list(todo),
+        texts=texts,
+        rewards=ref_rewards,
+        improvement_ratio=improvement_ratio(rewards, ref_rewards),
+        n_skipped_max=len(rows) - len(idx),
+        token_ids=token_ids,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the policy's CE on y' (Eq. 6)
+
+
+def policy_ce_on_refined(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, refined_ids: torch.Tensor,
+                         refined_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token CE ``-log π_θ(y'_t | x, y'_<t)`` (B, R), teacher forced on x ⊕ y', at temperature 1.
+
+    prompt_ids/prompt_mask: (B, P) left-padded prompts; refined_ids/refined_mask: (B, R) right-padded y'.
+    Prompt and padding positions carry no loss: the result is 0 where ``refined_mask`` is 0. Differentiable.
+    Only the last R+1 positions' logits are materialised (``logits_to_keep``).
+    """
+    R = refined_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, refined_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, refined_mask], dim=1)
+    try:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=R + 1).logits
+    except TypeError:  # a model class without ``logits_to_keep``
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    logits = logits[:, -(R + 1) : -1]  # position t predicts refined token t
+    ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), refined_ids, reduction="none")
+    return ce * refined_mask.to(ce.dtype)
+
+
+@torch.no_grad()
+def completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """Per-token log π(y_t | x, y_<t) (B, T) at temperature 1, no grad (KL logging, reference log-probs)."""
+    return -policy_ce_on_refined(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# timing and logging
+
+
+class StepTimer:
+    """Wall time per phase of one RL step; phases accumulate until ``reset``.
+
+        with timer("rollout"): ...
+        timer.as_columns()   # {"time_rollout": 1.2, ..., "time_step": <sum of the phases or explicit "step">}
+    """
+
+    PHASES = ("rollout", "reward", "refine", "update")
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.totals[phase] = self.totals.get(phase, 0.0) + seconds
+
+    def as_columns(self) -> dict[str, float]:
+        cols = {f"time_{p}": self.totals.get(p, 0.0) for p in self.PHASES}
+        for p, v in self.totals.items():
+            cols.setdefault(f"time_{p}", v)
+        if "step" not in self.totals:
+            cols["time_step"] = sum(self.totals.get(p, 0.0) for p in self.PHASES)
+        return cols
+
+    def reset(self) -> None:
+        self.totals = {}
+
+
+def metric_row(step: int, **values: Any) -> dict[str, Any]:
+    """One metrics.jsonl row: every ``METRIC_COLUMNS`` entry (NaN where not given), then the extras."""
+    row: dict[str, Any] = {c: float("nan") for c in METRIC_COLUMNS}
+    row["step"] = int(step)
+    for k, v in values.items():
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        row[k] = v
+    return row
+
+
+def group_reward_std(rewards: Sequence[float], group_size: int) -> float:
+    """Mean within-group (population) std of rewards; consecutive runs of ``group_size`` are one group."""
+    r = torch.tensor(list(rewards), dtype=torch.float64)
+    if r.numel() == 0 or group_size < 1 or r.numel() % group_size:
+        return float("nan")
+    return r.view(-1, group_size).std(dim=1, unbiased=False).mean().item()
+
+
+def nanmean(xs: Sequence[float]) -> float:
+    vals = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _tokens(tokenizer, ids: Sequence[int]) -> list[str]:
+    return [tokenizer.decode([int(t)]) for t in ids]
+
+
+def sample_rows(
+    step: int,
+    rows: Sequence[Any],
+    responses: Sequence[str],
+    response_ids: Sequence[Sequence[int]],
+    rewards: Sequence[float],
+    refine: RefineResult | None,
+    refined_ce: torch.Tensor | None,
+    tokenizer,
+    n: int,
+) -> list[dict]:
+    """Up to ``n`` samples.jsonl rows (``study.runs.SAMPLE_FIELDS``). Kept pairs come first (the Fig. 6 heatmap
+    material), then other refined ones, then the rest, each in batch order.
+
+    refined_ce: (N, R) per-token CE of the policy on y' (``policy_ce_on_refined``) or None.
+    """
+    if n <= 0 or not rows:
+        return []
+    rows = [as_row(r) for r in rows]
+    N = len(rows)
+    if refine is not None:
+        keep = refine.keep.tolist()
+        order = ([i for i in range(N) if keep[i]] + [i for i in range(N) if refine.refined[i] and not keep[i]]
+                 + [i for i in range(N) if not refine.refined[i]])
+    else:
+        order = list(range(N))
+    out = []
+    for i in order[:n]:
+        refined = refine is not None and refine.refined[i]
+        r_ids = refine.token_ids[i] if refined else []
+        ce = None
+        if refined and refined_ce is not None:
+            ce = [round(float(x), 5) for x in refined_ce[i, : len(r_ids)].tolist()]
+        out.append({
+            "step": int(step),
+            "task_id": rows[i].get("task_id"),
+            "prompt": rows[i].get("problem"),
+            "response": responses[i],
+            "refined": refine.texts[i] if refined else None,
+            "reward": float(rewards[i]),
+            "refined_reward": refine.rewards[i] if refined else None,
+            "kept": bool(refine.keep[i]) if refine is not None else False,
+            "response_tokens": _tokens(tokenizer, response_ids[i]),
+            "refined_tokens": _tokens(tokenizer, r_ids) if refined else None,
+            "refined_token_ce": ce,
+        })
+    return out

@@ -1,0 +1,98 @@
+"""The dynamic constraint's pieces (Eq. 6): the policy's CE on refined tokens, its masking and normalisation,
+first_difference_mask, and the static KL estimator."""
+
+import pytest
+import torch
+
+from study.constraint import dynamic_constraint_loss, first_difference_mask, masked_mean, static_kl
+from study.trainers.common import completion_logps, policy_ce_on_refined
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _manual_ce(model, prompt: list[int], refined: list[int]) -> list[float]:
+    """-log p(y'_t | x, y'_<t) from one unpadded sequence."""
+    ids = torch.tensor([prompt + refined])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    P = len(prompt)
+    return [-logp[P - 1 + t, tok].item() for t, tok in enumerate(refined)]
+
+
+def test_ce_on_refined_excludes_prompt_and_padding(model):
+    # two rows: prompts of length 3 and 5 (left-padded), refinements of length 4 and 2 (right-padded)
+    prompts, refined = [[5, 6, 7], [8, 9, 10, 11, 12]], [[13, 14, 15, 16], [17, 18]]
+    P, R = 5, 4
+    p_ids = torch.zeros(2, P, dtype=torch.long)
+    p_mask = torch.zeros(2, P, dtype=torch.long)
+    r_ids = torch.zeros(2, R, dtype=torch.long)
+    r_mask = torch.zeros(2, R, dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, refined)):
+        p_ids[i, P - len(p):] = torch.tensor(p)
+        p_mask[i, P - len(p):] = 1
+        r_ids[i, :len(r)] = torch.tensor(r)
+        r_mask[i, :len(r)] = 1
+    with torch.no_grad():
+        ce = policy_ce_on_refined(model, p_ids, p_mask, r_ids, r_mask)
+    assert ce.shape == (2, R)
+    for i in range(2):
+        n = len(refined[i])
+        assert torch.allclose(ce[i, :n], torch.tensor(_manual_ce(model, prompts[i], refined[i])), atol=1e-4)
+        assert (ce[i, n:] == 0).all()  # padding carries no loss
+    assert torch.allclose(completion_logps(model, p_ids, p_mask, r_ids, r_mask), -ce)
+
+
+def test_ce_on_refined_is_differentiable(model):
+    p = torch.tensor([[1, 2, 3]])
+    r = torch.tensor([[4, 5]])
+    ce = policy_ce_on_refined(model, p, torch.ones_like(p), r, torch.ones_like(r))
+    ce.sum().backward()
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in model.parameters())
+    model.zero_grad()
+
+
+def test_dynamic_constraint_loss_token_mean_over_kept_only():
+    ce = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 0.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    keep = torch.tensor([True, False, True])
+    # kept tokens: 1, 2, 3, 4 -> mean 2.5; the dropped row's 10s do not count
+    assert dynamic_constraint_loss(ce, mask, keep).item() == pytest.approx(2.5)
+    # an external (global) normaliser replaces this batch's token count
+    assert dynamic_constraint_loss(ce, mask, keep, num_tokens=8).item() == pytest.approx(10 / 8)
+    # sequence mode: mean of per-sequence means (2 and 4)
+    assert dynamic_constraint_loss(ce, mask, keep, normalize="sequence").item() == pytest.approx(3.0)
+    # nothing kept -> 0
+    assert dynamic_constraint_loss(ce, mask, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_first_difference_mask():
+    pad = 0
+    orig = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 8], [5, 6, pad, pad], [9, 9, 9, 9]])
+    ref = torch.tensor([[5, 6, 1, 8, 2], [5, 6, 7, 8, pad], [5, 6, 7, 3, 4], [1, 2, pad, pad, pad]])
+    rmask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    m = first_difference_mask(orig, ref, rmask)
+    assert m.tolist() == [
+        [0, 0, 1, 1, 1],  # departs at position 2, everything after counts
+        [0, 0, 0, 0, 0],  # identical refinement -> empty
+        [0, 0, 1, 1, 1],  # y shorter than y': departs where y ends
+        [1, 1, 0, 0, 0],  # departs at once; padding stays masked
+    ]
+
+
+def test_static_kl_estimators():
+    logps = torch.tensor([-1.0, -2.0, -0.5])
+    assert torch.allclose(static_kl(logps, logps), torch.zeros(3))
+    ref = torch.tensor([-1.5, -1.0, -0.5])
+    k3 = static_kl(logps, ref, "k3")
+    assert (k3 >= 0).all()
+    assert torch.allclose(static_kl(logps, ref, "k1"), logps - ref)
+    assert masked_mean(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1, 1, 0])).item() == 2.0
