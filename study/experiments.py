@@ -1,0 +1,657 @@
+"""Experiment groups: which runs each figure needs, a run cache, and tidy tables aggregated over seeds.
+
+A *profile* (``configs/profiles/<name>.yaml``) maps each experiment group of the paper to config files and
+seeds. A group's runs are trained once and reused: a run folder counts as cached when its ``DONE`` exists and
+its ``provenance.json`` records the same config hash (the hash covers the whole resolved config, seed included).
+
+    from study import experiments as ex
+    dirs = ex.ensure_runs("fig5_dapo", "mini")              # trains what is missing, returns run folders
+    df = ex.load_group("fig5_dapo", "mini")                 # tidy: group, label, seed, run, step, metrics...
+    ci = ex.aggregate(df, "reward_mean")                    # mean and 95% t-interval over seeds, per step
+
+Profile file layout::
+
+    profile: mini
+    description: ...
+    figures_dir: figures            # default output folder of ``study reproduce --profile mini``
+    reference: {mini_profile: mini} # or {path: DIR}: the model notebooks 00 and walkthrough inspect
+    groups:
+      fig5_dapo:
+        configs: {dapo: configs/mini/dapo.yaml, dynamic: configs/mini/dapo_dynamic.yaml}
+        seeds: [0, 1, 2]
+        overrides: []               # --set style KEY=VALUE applied to every config of the group
+      fig7_lambda:
+        configs: configs/mini/dapo_dynamic_lambda_*.yaml   # a glob (or list): labels are the file stems
+      filter_ablation:              # or one file with per-label overrides (run name gets -<label>)
+        configs:
+          filter: configs/paper/apps_dynamic.yaml
+          no_filter: {config: configs/paper/apps_dynamic.yaml, overrides: [constraint.filter=false]}
+
+Config paths are relative to the repository root (or to the profile file's folder when they exist there).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from study.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO_ROOT / "configs" / "profiles"
+
+
+@dataclass
+class Profile:
+    name: str
+    """Profile name (``smoke``, ``mini``, ``paper``, or a test profile)."""
+    path: Path
+    """The YAML file it was read from."""
+    groups: dict[str, dict[str, Any]]
+    """Experiment group -> {configs, seeds, overrides}."""
+    figures_dir: str | None = None
+    """Default figures folder for ``study reproduce``."""
+    reference: dict[str, Any] = field(default_factory=dict)
+    """``{mini_profile: NAME}`` or ``{path: DIR}``: the reference model notebooks 00/walkthrough inspect."""
+    description: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+@dataclass
+class RunSpec:
+    """One (config, seed) run of a group."""
+
+    group: str
+    label: str
+    """Short name of the variant in plots (``dapo``, ``dynamic``, ``lambda_0.1``...)."""
+    config_path: Path
+    seed: int
+    cfg: Any
+    """The resolved ``TrainConfig`` (seed set, name suffixed ``-s<seed>``)."""
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def config_hash(self) -> str:
+        return self.cfg.hash()
+
+    def run_dir(self, runs_dir: str | Path) -> Path:
+        return Path(runs_dir) / self.name
+
+
+def use_repo_root() -> Path:
+    """chdir to the repository root, so relative paths in configs and defaults (``runs/``, ``artifacts/``,
+    ``configs/``) mean the same in a notebook as on the command line. Notebooks call it first."""
+    import os
+
+    os.chdir(REPO_ROOT)
+    return REPO_ROOT
+
+
+def load_profile(profile: str | Path | Profile) -> Profile:
+    """A profile by name (``configs/profiles/<name>.yaml``) or by path."""
+    if isinstance(profile, Profile):
+        return profile
+    p = Path(profile)
+    if p.suffix not in (".yaml", ".yml"):
+        p = PROFILES_DIR / f"{profile}.yaml"
+    if not p.is_file():
+        known = sorted(x.stem for x in PROFILES_DIR.glob("*.yaml"))
+        raise UserError(f"unknown profile '{profile}' (known: {', '.join(known)}; or give a .yaml path)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    groups = raw.get("groups") or {}
+    if not isinstance(groups, dict):
+        raise UserError(f"{p}: groups must be a mapping")
+    return Profile(name=raw.get("profile", p.stem), path=p.resolve(), groups=groups,
+                   figures_dir=raw.get("figures_dir"), reference=raw.get("reference") or {},
+                   description=raw.get("description", ""))
+
+
+def _resolve_path(pattern: str, prof: Profile) -> list[Path]:
+    for base in (prof.base_dir, REPO_ROOT, Path.cwd()):
+        hits = sorted(Path(x) for x in _glob.glob(str(base / pattern)))
+        if hits:
+            return hits
+    return []
+
+
+def _label_from_stem(stem: str, all_stems: list[str]) -> str:
+    if len(all_stems) == 1:
+        return stem
+    import os
+
+    prefix = os.path.commonprefix(all_stems)
+    cut = max(prefix.rfind("_"), prefix.rfind("-")) + 1  # whole words only: lambda_0.05 / lambda_0.1 -> 0.05 / 0.1
+    lab = stem[cut:]
+    return lab or stem
+
+
+def group_specs(group: str, profile: str | Path | Profile, seeds: Iterable[int] | None = None) -> list[RunSpec]:
+    """The runs of ``group`` in ``profile`` (optionally only ``seeds``), configs loaded and validated."""
+    from study.config import load_config
+
+    prof = load_profile(profile)
+    if group not in prof.groups:
+        raise UserError(f"profile '{prof.name}' has no experiment group '{group}' "
+                        f"(it has: {', '.join(prof.groups) or 'none'})")
+    g = prof.groups[group]
+    entries = g.get("configs")
+    pairs: list[tuple[str, Path]] = []
+    extra: dict[str, list[str]] = {}  # label -> its own overrides (entries written as {config: ..., overrides: [...]})
+    if isinstance(entries, dict):
+        for label, pat in entries.items():
+            if isinstance(pat, dict):
+                extra[str(label)] = [str(o) for o in pat.get("overrides") or []]
+                pat = pat.get("config", "")
+            hits = _resolve_path(str(pat), prof)
+            if not hits:
+                raise UserError(f"profile '{prof.name}', group '{group}': config not found: {pat}")
+            pairs.append((str(label), hits[0]))
+    else:
+        pats = [entries] if isinstance(entries, str) else list(entries or [])
+        files: list[Path] = []
+        for pat in pats:
+            hits = _resolve_path(str(pat), prof)
+            if not hits:
+                raise UserError(f"profile '{prof.name}', group '{group}': config not found: {pat}")
+            files.extend(hits)
+        stems = [f.stem for f in files]
+        pairs = [(_label_from_stem(f.stem, stems), f) for f in files]
+    if not pairs:
+        raise UserError(f"profile '{prof.name}', group '{group}': no configs")
+    want = list(g.get("seeds") or [0])
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        want = [s for s in want if s in seeds] or seeds
+    overrides = [str(o) for o in g.get("overrides") or []]
+    specs = []
+    for label, path in pairs:
+        base = load_config(path, overrides + extra.get(label, []))
+        if label in extra:  # the same file with per-label overrides: keep the run folders apart
+            base = base.model_copy(update={"name": f"{base.name}-{label}"})
+        for s in want:
+            cfg = base.model_copy(update={"seed": int(s), "name": f"{base.name}-s{int(s)}"})
+            specs.append(RunSpec(group, label, path, int(s), cfg))
+    return specs
+
+
+def cached_run(spec: RunSpec, runs_dir: str | Path) -> Path | None:
+    """The run folder if it is complete (``DONE``) and was trained from exactly this config, else ``None``."""
+    d = spec.run_dir(runs_dir)
+    prov = d / "provenance.json"
+    if not (d / "DONE").exists() or not prov.exists():
+        return None
+    try:
+        h = json.loads(prov.read_text()).get("config_hash")
+    except json.JSONDecodeError:
+        return None
+    return d if h == spec.config_hash else None
+
+
+def _resumable(spec: RunSpec, runs_dir: str | Path) -> bool:
+    """An interrupted run of this exact config with a checkpoint to continue from."""
+    d = spec.run_dir(runs_dir)
+    try:
+        same = json.loads((d / "provenance.json").read_text()).get("config_hash") == spec.config_hash
+    except (OSError, json.JSONDecodeError):
+        return False
+    return same and not (d / "DONE").exists() and any((d / "checkpoints").glob("step-*"))
+
+
+def ensure_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs", force: bool = False,
+                seeds: Iterable[int] | None = None, progress: bool = True) -> list[Path]:
+    """Train the group's missing runs (cache: DONE + matching config hash); return all its run folders.
+
+    An interrupted run of the same config that left a checkpoint is resumed (``run_training(resume=True)``);
+    ``force`` retrains everything from scratch."""
+    from study import train as _train
+
+    specs = group_specs(group, profile, seeds)
+    todo = [s for s in specs if force or cached_run(s, runs_dir) is None]
+    if todo:
+        from tqdm.auto import tqdm
+
+        for s in tqdm(todo, desc=f"train {group}", unit="run", disable=not progress):
+            _train.run_training(s.cfg, runs_dir, resume=not force and _resumable(s, runs_dir))
+            if cached_run(s, runs_dir) is None:
+                raise UserError(f"training {s.name} finished without a complete run folder in {runs_dir}")
+    return [s.run_dir(runs_dir) for s in specs]
+
+
+def _specs_with_runs(group, profile, runs_dir, seeds, train_missing) -> list[tuple[RunSpec, Path]]:
+    specs = group_specs(group, profile, seeds)
+    if train_missing:
+        ensure_runs(group, profile, runs_dir, seeds=seeds)
+    out = []
+    missing = []
+    for s in specs:
+        d = cached_run(s, runs_dir)
+        if d is None:
+            missing.append(s.name)
+        else:
+            out.append((s, d))
+    if missing:
+        raise UserError(f"group '{group}': runs missing or stale in {runs_dir}: {', '.join(missing)} "
+                        f"(run `study reproduce --profile {load_profile(profile).name}`)")
+    return out
+
+
+def check_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+               seeds: Iterable[int] | None = None) -> list[Path]:
+    """The group's run folders; ``UserError`` naming the missing or stale ones."""
+    return [d for _, d in _specs_with_runs(group, profile, runs_dir, seeds, train_missing=False)]
+
+
+def load_group(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+               seeds: Iterable[int] | None = None, train_missing: bool = True):
+    """Tidy metrics of every run of ``group``: one row per (run, step) with columns
+    group, label, config, config_hash, seed, run, step and the metric columns of ``study.runs``."""
+    import pandas as pd
+
+    from study.runs import METRIC_COLUMNS, read_metrics
+
+    frames = []
+    for s, d in _specs_with_runs(group, profile, runs_dir, seeds, train_missing):
+        m = read_metrics(d)
+        for c in METRIC_COLUMNS:
+            if c not in m.columns:
+                m[c] = float("nan")
+        m.insert(0, "run", s.name)
+        m.insert(0, "seed", s.seed)
+        m.insert(0, "config_hash", s.config_hash)
+        m.insert(0, "config", str(s.config_path.name))
+        m.insert(0, "label", s.label)
+        m.insert(0, "group", group)
+        frames.append(m)
+    df = pd.concat(frames, ignore_index=True)
+    df["label"] = pd.Categorical(df["label"], categories=list(dict.fromkeys(df["label"])), ordered=True)
+    return df
+
+
+def load_samples(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+                 seeds: Iterable[int] | None = None, train_missing: bool = True):
+    """samples.jsonl of every run of the group (columns label, seed, run + ``study.runs.SAMPLE_FIELDS``)."""
+    import pandas as pd
+
+    from study.runs import read_samples
+
+    frames = []
+    for s, d in _specs_with_runs(group, profile, runs_dir, seeds, train_missing):
+        sm = read_samples(d)
+        if sm.empty:
+            continue
+        sm.insert(0, "run", s.name)
+        sm.insert(0, "seed", s.seed)
+        sm.insert(0, "label", s.label)
+        frames.append(sm)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+              seeds: Iterable[int] | None = None, train_missing: bool = True):
+    """Post-training benchmark scores: one row per (run, benchmark) with ``pass@1`` (from eval/<bench>/summary.json)."""
+    import pandas as pd
+
+    rows = []
+    for s, d in _specs_with_runs(group, profile, runs_dir, seeds, train_missing):
+        for summ in sorted((d / "eval").glob("*/summary.json")):
+            data = json.loads(summ.read_text())
+            rows.append({"label": s.label, "seed": s.seed, "run": s.name, "benchmark": summ.parent.name,
+                         "pass@1": float(data.get("pass@1", float("nan")))})
+    return pd.DataFrame(rows, columns=["label", "seed", "run", "benchmark", "pass@1"])
+
+
+def _base_key(model: str) -> str:
+    return model.replace(":", "_").replace("/", "_").strip("_.") or "model"
+
+
+def base_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs"):
+    """pass@1 of the group's initial model on the benchmarks its configs evaluate (Table 1's first row).
+
+    Cached in ``<runs_dir>/_base/<model>/<bench>/summary.json``; computed with ``study.evaluate`` when missing."""
+    import pandas as pd
+
+    spec = group_specs(group, profile)[0]
+    cfg = spec.cfg
+    key = _base_key(cfg.model)
+    rows = []
+    for bench in cfg.eval_benchmarks:
+        out = Path(runs_dir) / "_base" / key / bench
+        summ = out / "summary.json"
+        if not summ.exists():
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from study.evaluate import evaluate_model
+            from study.train import resolve_model_path
+
+            path = resolve_model_path(cfg.model)
+            tok = AutoTokenizer.from_pretrained(path)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            res = evaluate_model(model, tok, bench, limit=cfg.eval_limit, out_dir=out)
+            if not summ.exists():
+                out.mkdir(parents=True, exist_ok=True)
+                summ.write_text(json.dumps(res, indent=2, default=str))
+        rows.append({"benchmark": bench, "pass@1": float(json.loads(summ.read_text())["pass@1"])})
+    return pd.DataFrame(rows, columns=["benchmark", "pass@1"])
+
+
+def reference_dir(profile: str | Path | Profile) -> Path:
+    """The reference model folder of the profile (the mini world's, trained on first use, or a given path)."""
+    prof = load_profile(profile)
+    ref = prof.reference
+    if ref.get("path"):
+        hits = _resolve_path(str(ref["path"]), prof)
+        if not hits:
+            raise UserError(f"profile '{prof.name}': reference path not found: {ref['path']}")
+        return hits[0]
+    if ref.get("mini_profile"):
+        from study.mini import ensure_reference
+
+        return Path(ensure_reference(ref["mini_profile"]))
+    raise UserError(f"profile '{prof.name}' names no reference model (reference: {{mini_profile|path}})")
+
+
+def run_manifest(group: str, profile: str | Path | Profile, seeds: Iterable[int] | None = None) -> list[dict]:
+    """What a figure of this group was computed from: label, config file, config hash, seed per run."""
+    return [{"group": s.group, "label": s.label, "config": str(s.config_path), "config_hash": s.config_hash,
+             "seed": s.seed, "run": s.name} for s in group_specs(group, profile, seeds)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# aggregation over seeds
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of a Student-t interval for the mean; low/high are NaN with fewer than 2 values."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    se = float(v.std(ddof=1)) / math.sqrt(len(v))
+    h = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1)) * se
+    return m, m - h, m + h
+
+
+def aggregate(df, metric: str, by: tuple[str, ...] = ("label", "step"), confidence: float = 0.95):
+    """Mean of ``metric`` over seeds per (label, step) with a t-interval: columns mean, low, high, n."""
+    import pandas as pd
+
+    rows = []
+    for key, g in df.groupby(list(by), observed=True, sort=True):
+        m, lo, hi = t_interval(g[metric].tolist(), confidence)
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "mean": m, "low": lo, "high": hi, "n": int(g[metric].notna().sum())})
+    return pd.DataFrame(rows)
+
+
+def final_values(df, metric: str, last_k: int = 10):
+    """Per (label, seed): mean of ``metric`` over each run's last ``last_k`` logged steps."""
+    d = df.dropna(subset=[metric]).sort_values("step")
+    tail = d.groupby(["label", "seed"], observed=True, group_keys=False).tail(last_k)
+    return tail.groupby(["label", "seed"], observed=True)[metric].mean().reset_index()
+
+
+def run_wall_time(run_dir: str | Path) -> float:
+    """Seconds of training of one run: the sum of the per-step ``time_step`` column."""
+    from study.runs import read_metrics
+
+    m = read_metrics(run_dir)
+    if "time_step" not in m.columns:
+        return float("nan")
+    return float(m["time_step"].sum())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# synthetic runs: exercise the notebooks and plots without training (tests, quick previews)
+
+
+def write_synthetic_run(spec: RunSpec, runs_dir: str | Path, steps: int = 20, samples_per_step: int = 2) -> Path:
+    """A complete fake run folder for ``spec`` (metrics, samples with token CE, eval summaries, DONE) whose
+    provenance hash matches, so ``cached_run`` accepts it. Numbers are made up; shapes follow ``study.runs``."""
+    import random
+
+    from study.runs import METRIC_COLUMNS, RunLog
+
+    import zlib
+
+    rng = random.Random(zlib.crc32(f"{spec.label}/{spec.seed}".encode()))  # stable across processes
+    cfg = spec.cfg
+    run = RunLog(spec.run_dir(runs_dir), cfg.model_dump(mode="json"), cfg.seed, cfg.hash())
+    mode = cfg.constraint.mode
+    lift = {"dynamic": 0.6, "static": 0.35, "none": 0.45}[mode] + 0.1 * cfg.constraint.coef
+    for t in range(1, steps + 1):
+        frac = t / steps
+        collapse = mode == "none" and frac > 0.7
+        reward = -0.8 + lift * frac * 2 + rng.gauss(0, 0.02) - (0.8 if collapse else 0.0)
+        row = {c: float("nan") for c in METRIC_COLUMNS}
+        row.update(step=t, reward_mean=reward, reward_std=0.3, group_reward_std=0.4 - 0.2 * frac * cfg.constraint.coef,
+                   kl=(0.02 * t if mode != "static" else 0.02 * min(t, 5)) * (3 if collapse else 1),
+                   dynamic_ce=(0.3 + rng.gauss(0, 0.02)) if mode == "dynamic" else float("nan"),
+                   improvement_ratio=(0.4 * (1 - frac) + 0.05) if mode == "dynamic" else float("nan"),
+                   kept_frac=0.3, response_length=60.0, time_step=1.0 + (0.5 if mode == "dynamic" else 0.0))
+        run.log_metrics(row)
+        rows = []
+        for i in range(samples_per_step):
+            y = ["def", " f", "(x", "):", "\n", "   ", " return", " x", " +", " 1"]
+            yp = y[:7] + [" x", " *", " 2"] if i % 2 == 0 else list(y)
+            k = next((j for j, (a, b) in enumerate(zip(y, yp)) if a != b), len(yp))
+            ce = [0.02 + 0.01 * rng.random() if j < k else 1.5 + rng.random() for j in range(len(yp))]
+            rows.append({"step": t, "task_id": f"mini/train/p{i}", "prompt": "Write f(x) returning 2x.",
+                         "response": "".join(y), "refined": "".join(yp), "reward": -0.3,
+                         "refined_reward": 1.0 if yp != y else -0.3, "kept": yp != y, "response_tokens": y,
+                         "refined_tokens": yp, "refined_token_ce": ce})
+        run.log_samples(rows)
+    for bench in cfg.eval_benchmarks:
+        d = spec.run_dir(runs_dir) / "eval" / bench
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps({"pass@1": min(1.0, max(0.0, 0.3 + 0.2 * lift + rng.gauss(0, 0.02)))}))
+    run.mark_done({"synthetic": True})
+    return spec.run_dir(runs_dir)
+
+
+def write_synthetic_group(group: str, profile: str | Path | Profile, runs_dir: str | Path, **kw) -> list[Path]:
+    """``write_synthetic_run`` for every run of the group, plus the initial model's eval (``_base``)."""
+    specs = group_specs(group, profile)
+    out = [write_synthetic_run(s, runs_dir, **kw) for s in specs]
+    cfg = specs[0].cfg
+    key = _base_key(cfg.model)
+    for bench in cfg.eval_benchmarks:
+        d = Path(runs_dir) / "_base" / key / bench
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps({"pass@1": 0.3}))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tables from configs and run folders (Table 2, training cost, the reference model)
+
+# Table 2 of the paper (APPS columns), keyed by our config field; one column per paper variant.
+_DAPO_PAPER = {"optim.learning_rate": 1e-6, "rollout.num_prompts": 64, "dapo.mini_batch_size": 8,
+               "rollout.num_generations": 8, "steps": 150, "dapo.epsilon_low": 0.2, "dapo.epsilon_high": 0.3}
+PAPER_HPARAMS = {
+    "ppo": {"paper (APPS)": {"optim.learning_rate": 1e-6, "optim.critic_learning_rate": 9e-6, "ppo.ppo_epochs": 4,
+                             "rollout.num_prompts": 128, "ppo.mini_batch_size": 16, "steps": 200,
+                             "constraint.kl_coef": 1e-4, "ppo.gamma": 1, "ppo.gae_lambda": 0.95,
+                             "ppo.clip_range": 0.2, "ppo.value_clip_range": 0.2}},
+    "dapo": {"paper DAPO": {**_DAPO_PAPER, "constraint.kl_coef": 1e-2},
+             "paper Dynamic": {**_DAPO_PAPER, "constraint.kl_coef": 1e-4}},
+}
+HPARAM_FIELDS = {
+    "ppo": ["optim.learning_rate", "optim.critic_learning_rate", "ppo.ppo_epochs", "rollout.num_prompts",
+            "rollout.num_generations", "ppo.mini_batch_size", "steps", "constraint.mode", "constraint.kl_coef",
+            "constraint.coef", "ppo.gamma", "ppo.gae_lambda", "ppo.clip_range", "ppo.value_clip_range",
+            "rollout.max_completion_length", "model"],
+    "dapo": ["optim.learning_rate", "rollout.num_prompts", "rollout.num_generations", "dapo.mini_batch_size",
+             "dapo.num_iterations", "steps", "constraint.mode", "constraint.kl_coef", "constraint.coef",
+             "constraint.filter", "dapo.epsilon_low", "dapo.epsilon_high", "rollout.max_completion_length", "model"],
+}
+
+
+def _get(d: dict, dotted: str):
+    for p in dotted.split("."):
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def hyperparameter_table(group: str, profile: str | Path | Profile):
+    """Table 2 for one group: a row per hyperparameter, a column per variant, and the paper's APPS values."""
+    import pandas as pd
+
+    specs = group_specs(group, profile)
+    by_label = {}
+    for s in specs:
+        by_label.setdefault(s.label, s.cfg.model_dump(mode="json"))
+    trainer = specs[0].cfg.trainer
+    rows = []
+    for f in HPARAM_FIELDS[trainer]:
+        row = {"hyperparameter": f}
+        for lab, d in by_label.items():
+            v = _get(d, f)
+            row[lab] = "" if v is None else str(v)
+        for col, values in PAPER_HPARAMS[trainer].items():
+            pv = values.get(f)
+            row[col] = "" if pv is None else str(pv)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+TIME_COLUMNS = ["time_rollout", "time_reward", "time_refine", "time_update", "time_step"]
+
+
+def cost_table(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+               seeds: Iterable[int] | None = None, train_missing: bool = True):
+    """Training time per variant: mean over seeds of the summed per-step times (s), and the ratio to the first."""
+    import pandas as pd
+
+    df = load_group(group, profile, runs_dir, seeds, train_missing)
+    per_run = df.groupby(["label", "seed"], observed=True)[TIME_COLUMNS].sum(min_count=1).reset_index()
+    agg = per_run.groupby("label", observed=True)[TIME_COLUMNS].mean().reset_index()
+    agg.insert(1, "seeds", per_run.groupby("label", observed=True)["seed"].nunique().values)
+    first = float(agg["time_step"].iloc[0])
+    agg["ratio_to_" + str(agg["label"].iloc[0])] = agg["time_step"] / first if first else float("nan")
+    agg["label"] = agg["label"].astype(str)
+    return agg, per_run
+
+
+def reference_metrics(ref_dir: str | Path) -> dict:
+    """The reference model's ``metrics.json``."""
+    p = Path(ref_dir) / "metrics.json"
+    if not p.exists():
+        raise UserError(f"{ref_dir}: no metrics.json (not a mini reference model folder)")
+    return json.loads(p.read_text())
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> {"a.b": value}."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# headline -> candidate keys in the reference's metrics.json (first present wins; then any key containing it)
+REFERENCE_HEADLINES = {
+    "pass@1": ["solve_pass@1_greedy", "pass@1"],
+    "verbatim rate (correct candidates)": ["refine_variant_correct.verbatim", "refine_own_correct.verbatim", "verbatim"],
+    "improvement ratio at step 0 (own failing samples)": ["refine_own_failing.improved", "improvement_ratio", "improved"],
+    "parameters": ["parameters", "params"],
+    "train seconds": ["train_seconds", "wall_time_s", "wall_time"],
+}
+
+
+def reference_headline(metrics: dict) -> dict[str, float]:
+    """The numbers notebook 00 reports: pass@1, verbatim rate, improvement ratio at step 0, size, wall time."""
+    flat = {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = {}
+    for name, keys in REFERENCE_HEADLINES.items():
+        hit = next((k for k in keys if k in flat), None)
+        if hit is None:
+            hit = next((k for k in flat for c in keys if c in k), None)
+        out[name] = float(flat[hit]) if hit is not None else float("nan")
+    return out
+
+
+def reference_curve(ref_dir: str | Path):
+    """The reference model's learning curve (the first ``*.jsonl`` in its folder) as a DataFrame."""
+    import pandas as pd
+
+    hits = sorted(Path(ref_dir).glob("*.jsonl"))
+    if not hits:
+        return pd.DataFrame()
+    return pd.read_json(hits[0], lines=True)
+
+
+def write_synthetic_profile(root: str | Path, seeds: Sequence[int] = (0, 1, 2), steps: int = 20) -> Path:
+    """A self-contained profile under ``root`` (configs, a fake reference model folder, fake DONE runs in
+    ``root/runs``) covering every group the notebooks read. Returns the profile path. For tests and for trying
+    the notebooks without training: ``study reproduce --profile ROOT/profile.yaml --runs-dir ROOT/runs --no-train``."""
+    root = Path(root)
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    common = {"model": "mini:smoke", "steps": steps, "eval_benchmarks": ["mini"],
+              "rollout": {"num_prompts": 4, "num_generations": 4}}
+    variants = {
+        "ppo_none": {"trainer": "ppo", "constraint": {"mode": "none"}, "ppo": {"mini_batch_size": 4}},
+        "ppo_static": {"trainer": "ppo", "constraint": {"mode": "static"}, "ppo": {"mini_batch_size": 4}},
+        "ppo_dynamic": {"trainer": "ppo", "constraint": {"mode": "dynamic"}, "ppo": {"mini_batch_size": 4}},
+        "dapo": {"trainer": "dapo", "constraint": {"mode": "none"}},
+        "dapo_dynamic": {"trainer": "dapo", "constraint": {"mode": "dynamic"}},
+        "dapo_dynamic_nofilter": {"trainer": "dapo", "constraint": {"mode": "dynamic", "filter": False}},
+        "dapo_dynamic_lambda_0.05": {"trainer": "dapo", "constraint": {"mode": "dynamic", "coef": 0.05}},
+        "dapo_dynamic_lambda_0.5": {"trainer": "dapo", "constraint": {"mode": "dynamic", "coef": 0.5}},
+    }
+    for name, v in variants.items():
+        (root / "configs" / f"{name}.yaml").write_text(yaml.safe_dump({"name": f"syn-{name}", **common, **v}))
+    seeds = [int(s) for s in seeds]
+    prof = {
+        "profile": "synthetic",
+        "description": "made-up runs (study.experiments.write_synthetic_profile)",
+        "reference": {"path": "reference"},
+        "groups": {
+            "fig4_ppo": {"configs": {"none": "configs/ppo_none.yaml", "static": "configs/ppo_static.yaml",
+                                     "dynamic": "configs/ppo_dynamic.yaml"}, "seeds": seeds},
+            "fig5_dapo": {"configs": {"dapo": "configs/dapo.yaml", "dynamic": "configs/dapo_dynamic.yaml"},
+                          "seeds": seeds},
+            "fig7_lambda": {"configs": "configs/dapo_dynamic_lambda_*.yaml", "seeds": seeds[:1]},
+            "filter_ablation": {"configs": {"filter": "configs/dapo_dynamic.yaml",
+                                            "no_filter": "configs/dapo_dynamic_nofilter.yaml"}, "seeds": seeds},
+        },
+    }
+    path = root / "profile.yaml"
+    path.write_text(yaml.safe_dump(prof, sort_keys=False))
+    ref = root / "reference"
+    ref.mkdir(exist_ok=True)
+    (ref / "metrics.json").write_text(json.dumps({
+        "recipe": {"steps": 10}, "parameters": 1_870_000, "train_seconds": 300.0, "solve_pass@1_greedy": 0.4,
+        "refine_variant_correct": {"n": 20, "verbatim": 0.6}, "refine_own_failing": {"n": 20, "improved": 0.25}}))
+    (ref / "curve.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 11)))
+    for g in prof["groups"]:
+        write_synthetic_group(g, path, root / "runs", steps=steps)
+    return path

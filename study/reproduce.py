@@ -1,0 +1,288 @@
+"""``study reproduce``: train the runs a profile needs, execute every notebook with papermill, write figures.
+
+    study reproduce --profile mini                         # -> figures/ (the committed figures)
+    study reproduce --profile smoke                        # -> figures/smoke/ (minutes; checks the pipeline)
+    study reproduce --profile mini --only 02_dapo_vs_dynamic,04_token_heatmap --force
+    study reproduce --profile paper --runs-dir /data/runs --figures-dir /data/figures
+
+Steps:
+1. Train each missing run of the experiment groups the selected notebooks need (``study.experiments``: a run
+   is reused when its folder has ``DONE`` and the same config hash).
+2. Execute each notebook (kernel ``python3``) with parameters ``profile``, ``runs_dir``, ``figures_dir``.
+   The executed copy goes to ``<figures_dir>/notebooks/<name>.ipynb`` (written to a temp file, renamed on success).
+   Figures land in ``<figures_dir>/<name>.png/.pdf``, tables in ``<figures_dir>/tables/<name>.csv/.md``.
+3. Update ``<figures_dir>/MANIFEST.json``: per notebook its outputs, verdicts, profile, config hashes and seeds
+   of the runs it read, git commit, wall time, and an input fingerprint.
+
+Resumable: a notebook whose fingerprint (notebook source + profile + run config hashes) matches the manifest and
+whose outputs all exist is skipped (``--force`` re-executes). A failing notebook prints one line and exits 2;
+outputs of notebooks that finished stay in place.
+
+Default figures folder: ``figures/`` for the mini profile (the figures committed with the repository) and
+``figures/<profile>/`` for any other profile, so a smoke check never overwrites the committed figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from study.errors import UserError
+from study.experiments import REPO_ROOT, load_profile, run_manifest
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    name: str
+    """File stem in ``notebooks/``."""
+    groups: tuple[str, ...]
+    """Experiment groups whose runs it reads (trained before it runs)."""
+    what: str
+    """The paper artefacts it regenerates."""
+
+
+NOTEBOOKS: list[NotebookSpec] = [
+    NotebookSpec("00_reference_model", (), "the reference model: pass@1, verbatim rate, learning curve"),
+    NotebookSpec("01_training_dynamics", ("fig4_ppo",), "Fig. 4: PPO none/static/dynamic reward, KL, CE"),
+    NotebookSpec("02_dapo_vs_dynamic", ("fig5_dapo",), "Fig. 5(a) reward curves, Table 1 pass@1 with gains"),
+    NotebookSpec("03_improvement_ratio", ("fig5_dapo",), "Fig. 5(b) improvement ratio"),
+    NotebookSpec("04_token_heatmap", ("fig5_dapo",), "Fig. 6 token-level CE heatmap"),
+    NotebookSpec("05_ablations", ("fig7_lambda", "filter_ablation"), "Fig. 7 λ sweep, App. B filter ablation"),
+    NotebookSpec("06_qualitative", ("fig5_dapo",), "Figs. 8-11 / Table 4 qualitative refinements"),
+    NotebookSpec("07_hyperparameters", ("fig4_ppo", "fig5_dapo"), "Table 2 hyperparameters, training-time cost"),
+    NotebookSpec("walkthrough", (), "the method step by step on one problem"),
+]
+BY_NAME = {n.name: n for n in NOTEBOOKS}
+
+
+def default_figures_dir(profile_name: str, configured: str | None = None) -> Path:
+    if configured:
+        p = Path(configured)
+        return p if p.is_absolute() else REPO_ROOT / p
+    return REPO_ROOT / ("figures" if profile_name == "mini" else f"figures/{profile_name}")
+
+
+def select(only: list[str] | None) -> list[NotebookSpec]:
+    if not only:
+        return list(NOTEBOOKS)
+    names = [x.strip().removesuffix(".ipynb") for item in only for x in item.split(",") if x.strip()]
+    bad = [n for n in names if n not in BY_NAME]
+    if bad:
+        raise UserError(f"--only: unknown notebook(s) {', '.join(bad)} (known: {', '.join(BY_NAME)})")
+    return [n for n in NOTEBOOKS if n.name in names]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def fingerprint(nb: NotebookSpec, profile, runs: list[dict], notebook_path: Path, runs_dir: Path) -> str:
+    """Hash of what the notebook's outputs depend on: its source, the plotting code, the profile file, and its
+    runs (config hash and when each finished, so a retrained run re-executes the notebook)."""
+    def done_stamp(r):
+        d = runs_dir / r["run"] / "DONE"
+        return d.stat().st_mtime_ns if d.exists() else None
+
+    blob = json.dumps({
+        "notebook": _sha(notebook_path.read_bytes()),
+        "code": [_sha((REPO_ROOT / "study" / f).read_bytes()) for f in ("plots.py", "experiments.py")],
+        "profile": _sha(Path(profile.path).read_bytes()),
+        "runs": sorted((r["run"], r["config_hash"], done_stamp(r)) for r in runs),
+    }, sort_keys=True)
+    return _sha(blob.encode())
+
+
+def read_manifest(figures_dir: Path) -> dict:
+    p = figures_dir / "MANIFEST.json"
+    if p.exists():
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def write_manifest(figures_dir: Path, manifest: dict) -> None:
+    from study.runs import atomic_write_text
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(figures_dir / "MANIFEST.json", json.dumps(manifest, indent=2, sort_keys=False))
+
+
+def is_fresh(entry: dict | None, fp: str, figures_dir: Path) -> bool:
+    """The manifest entry was made from the same inputs and every file it lists still exists."""
+    if not entry or entry.get("fingerprint") != fp or entry.get("status") != "ok":
+        return False
+    paths = [p for o in entry.get("outputs", []) for p in o.get("paths", [])] + [entry.get("executed", "")]
+    return all(p and (figures_dir / p).exists() for p in paths)
+
+
+def _rel(path: str | Path, base: Path) -> str:
+    """``path`` relative to ``base`` when inside it (manifests stay valid when the folder moves)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def outputs_index(manifest: dict) -> dict:
+    """Flat view: output name -> notebook, profile, paths, config hashes, seeds, git commit, wall time."""
+    out = {}
+    for nb_name, e in manifest.get("notebooks", {}).items():
+        for o in e.get("outputs", []):
+            out[o["name"]] = {
+                "kind": o["kind"], "notebook": nb_name, "profile": e.get("profile"), "paths": o["paths"],
+                "config_hashes": sorted({r["config_hash"] for r in e.get("runs", [])}),
+                "seeds": sorted({r["seed"] for r in e.get("runs", [])}),
+                "git_commit": e.get("git_commit"), "wall_time_s": e.get("wall_time_s"),
+            }
+    return out
+
+
+def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd: Path) -> None:
+    """papermill ``src`` -> ``dst`` (temp file renamed on success; on failure the partial copy is kept next to
+    it as ``<name>.failed.ipynb``). ``log_path`` collects the notebook's saved outputs and verdicts."""
+    import papermill as pm
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}.ipynb")
+    failed = dst.with_name(f"{dst.stem}.failed.ipynb")
+    old = os.environ.get("STUDY_OUTPUT_LOG")
+    os.environ["STUDY_OUTPUT_LOG"] = str(log_path)
+    try:
+        pm.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name="python3", cwd=str(cwd),
+                            progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as exc:
+        if tmp.exists():
+            os.replace(tmp, failed)
+        lines = str(exc.evalue).strip().splitlines()
+        raise UserError(f"notebook {src.stem} failed in cell {exc.exec_count}: {exc.ename}: "
+                        f"{lines[-1] if lines else ''} (executed copy: {failed})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if old is None:
+            os.environ.pop("STUDY_OUTPUT_LOG", None)
+        else:
+            os.environ["STUDY_OUTPUT_LOG"] = old
+    os.replace(tmp, dst)
+    failed.unlink(missing_ok=True)
+
+
+def _read_log(path: Path) -> tuple[list[dict], list[dict]]:
+    outputs, verdicts = [], []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            (verdicts if e.get("kind") == "verdict" else outputs).append(e)
+    return outputs, verdicts
+
+
+def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool = False,
+              figures_dir: str | Path | None = None, runs_dir: str | Path = "runs", train: bool = True,
+              progress: bool = True) -> dict:
+    """Library entry of ``study reproduce``; returns the manifest."""
+    from tqdm.auto import tqdm
+
+    from study import experiments as ex
+    from study.runs import git_commit
+
+    prof = load_profile(profile)
+    nbs = select(only)
+    fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(prof.name, prof.figures_dir)
+    fig_dir = fig_dir.resolve()
+    runs_dir = Path(runs_dir).resolve()
+
+    # 1. runs
+    groups = list(dict.fromkeys(g for nb in nbs for g in nb.groups))
+    for g in groups:
+        if g not in prof.groups:
+            raise UserError(f"profile '{prof.name}' has no experiment group '{g}' needed by "
+                            f"{', '.join(nb.name for nb in nbs if g in nb.groups)}")
+    for g in groups:
+        if train:
+            ex.ensure_runs(g, prof, runs_dir, force=force, progress=progress)
+        else:
+            ex.check_runs(g, prof, runs_dir)
+
+    # 2. notebooks
+    manifest = read_manifest(fig_dir)
+    manifest.setdefault("notebooks", {})
+    manifest["profile"] = prof.name
+    commit = git_commit(REPO_ROOT)
+    for nb in tqdm(nbs, desc="notebooks", unit="nb", disable=not progress):
+        src = NOTEBOOKS_DIR / f"{nb.name}.ipynb"
+        if not src.exists():
+            raise UserError(f"notebook not found: {src}")
+        runs = [r for g in nb.groups for r in run_manifest(g, prof)]
+        fp = fingerprint(nb, prof, runs, src, runs_dir)
+        entry = manifest["notebooks"].get(nb.name)
+        if not force and is_fresh(entry, fp, fig_dir):
+            continue
+        dst = fig_dir / "notebooks" / f"{nb.name}.ipynb"
+        params = {"profile": str(prof.path), "runs_dir": str(runs_dir), "figures_dir": str(fig_dir)}
+        with tempfile.TemporaryDirectory() as td:
+            log = Path(td) / "outputs.jsonl"
+            t0 = time.time()
+            execute_notebook(src, dst, params, log, cwd=NOTEBOOKS_DIR)
+            wall = time.time() - t0
+            outputs, verdicts = _read_log(log)
+        manifest["notebooks"][nb.name] = {
+            "status": "ok",
+            "what": nb.what,
+            "profile": prof.name,
+            "executed": _rel(dst, fig_dir),
+            "outputs": [{"kind": o["kind"], "name": o["name"], "paths": [_rel(p, fig_dir) for p in o["paths"]]}
+                        for o in outputs],
+            "verdicts": [v["text"] for v in verdicts],
+            "runs": [{**r, "config": _rel(r["config"], REPO_ROOT)} for r in runs],
+            "git_commit": commit,
+            "wall_time_s": round(wall, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fingerprint": fp,
+        }
+        manifest["outputs"] = outputs_index(manifest)
+        write_manifest(fig_dir, manifest)  # after every notebook: a later failure keeps what finished
+    manifest["outputs"] = outputs_index(manifest)
+    write_manifest(fig_dir, manifest)
+    return manifest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="mini",
+                   help="smoke | mini | paper, or a profile .yaml (default: mini)")
+    p.add_argument("--only", action="append", metavar="NAMES",
+                   help="comma-separated notebook names to run (default: all); see --list")
+    p.add_argument("--force", action="store_true", help="retrain runs and re-execute notebooks even if cached")
+    p.add_argument("--figures-dir", help="output folder (default: figures/ for mini, figures/<profile>/ otherwise)")
+    p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--no-train", action="store_true", help="do not train; fail if a needed run is missing")
+    p.add_argument("--list", action="store_true", help="list the notebooks and the groups they need, then exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for nb in NOTEBOOKS:
+            print(f"{nb.name:22s} {','.join(nb.groups) or '-':28s} {nb.what}")
+        return 0
+    prof = load_profile(args.profile)
+    fig_dir = Path(args.figures_dir) if args.figures_dir else default_figures_dir(prof.name, prof.figures_dir)
+    manifest = reproduce(prof, args.only, args.force, fig_dir, args.runs_dir, train=not args.no_train)
+    print(f"wrote {fig_dir / 'MANIFEST.json'}")
+    for name, e in manifest["notebooks"].items():
+        for v in e.get("verdicts", []):
+            print(f"  {name}: {v}")
+    return 0

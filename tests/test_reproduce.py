@@ -1,0 +1,184 @@
+"""``study reproduce`` bookkeeping on synthetic runs: the run cache, the manifest, resuming, failures.
+
+Training and notebook execution are replaced by fakes here; tests/test_notebooks.py runs the real notebooks."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study import experiments as ex
+from study import plots, reproduce
+from study.cli import main
+from study.errors import UserError
+
+
+@pytest.fixture()
+def syn(tmp_path):
+    profile = ex.write_synthetic_profile(tmp_path / "w", seeds=(0, 1), steps=6)
+    return profile, tmp_path / "w" / "runs"
+
+
+@pytest.fixture()
+def fake_training(monkeypatch):
+    """Replace study.train.run_training by a writer of synthetic run folders; records the runs it 'trained'."""
+    trained = []
+
+    def fake(cfg, runs_dir="runs", resume=False):
+        spec = next(s for g in ("fig4_ppo", "fig5_dapo", "fig7_lambda", "filter_ablation")
+                    for s in ex.group_specs(g, fake.profile) if s.name == cfg.name)
+        trained.append(cfg.name + (" (resumed)" if resume else ""))
+        return ex.write_synthetic_run(spec, runs_dir, steps=4)
+
+    import study.train
+
+    monkeypatch.setattr(study.train, "run_training", fake)
+    fake.trained = trained
+    return fake
+
+
+def test_ensure_runs_trains_only_missing_or_stale_runs(syn, fake_training, tmp_path):
+    profile, _ = syn
+    fake_training.profile = profile
+    runs = tmp_path / "fresh_runs"
+    dirs = ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
+    assert [d.name for d in dirs] == ["syn-dapo-s0", "syn-dapo-s1", "syn-dapo_dynamic-s0", "syn-dapo_dynamic-s1"]
+    assert fake_training.trained == [d.name for d in dirs]
+    assert all((d / "DONE").exists() for d in dirs)
+    ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
+    assert len(fake_training.trained) == 4  # all cached
+    (runs / "syn-dapo-s1" / "DONE").unlink()  # an interrupted run is retrained...
+    ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
+    assert fake_training.trained[4:] == ["syn-dapo-s1"]
+    (runs / "syn-dapo-s1" / "DONE").unlink()  # ... or resumed when it left a checkpoint
+    (runs / "syn-dapo-s1" / "checkpoints" / "step-2").mkdir(parents=True)
+    ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
+    assert fake_training.trained[5:] == ["syn-dapo-s1 (resumed)"]
+    # a config change (here: a group override) changes the hash -> every run of the group retrains
+    prof = yaml.safe_load(profile.read_text())
+    prof["groups"]["fig5_dapo"]["overrides"] = ["optim.learning_rate=2e-6"]
+    profile.write_text(yaml.safe_dump(prof))
+    ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
+    assert len(fake_training.trained) == 10
+    ex.ensure_runs("fig5_dapo", profile, runs, force=True, progress=False)
+    assert len(fake_training.trained) == 14
+    assert not any("resumed" in t for t in fake_training.trained[10:])
+
+
+def _fake_execute(calls, fail_on=()):
+    """Stands in for papermill: 'runs' the notebook by saving one figure and one verdict through study.plots."""
+    import matplotlib.pyplot as plt
+
+    def fake(src, dst, parameters, log_path, cwd):
+        calls.append(src.stem)
+        if src.stem in fail_on:
+            raise UserError(f"notebook {src.stem} failed in cell 3: ValueError: boom")
+        os.environ[plots.OUTPUT_LOG_ENV] = str(log_path)
+        try:
+            fig, _ = plt.subplots()
+            plots.save_figure(fig, f"fig_{src.stem}", parameters["figures_dir"])
+            plt.close(fig)
+            plots.record_verdict(f"{src.stem}: +1.0 [0.5, 1.5]")
+        finally:
+            del os.environ[plots.OUTPUT_LOG_ENV]
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        Path(dst).write_text("{}")
+
+    return fake
+
+
+def test_manifest_records_outputs_runs_and_resumes(syn, tmp_path, monkeypatch):
+    profile, runs = syn
+    calls = []
+    monkeypatch.setattr(reproduce, "execute_notebook", _fake_execute(calls))
+    figs = tmp_path / "figs"
+    m = reproduce.reproduce(profile, only=["02_dapo_vs_dynamic,05_ablations"], figures_dir=figs, runs_dir=runs,
+                            train=False, progress=False)
+    assert calls == ["02_dapo_vs_dynamic", "05_ablations"]
+    on_disk = json.loads((figs / "MANIFEST.json").read_text())
+    assert on_disk == m and m["profile"] == "synthetic"
+    e = m["notebooks"]["02_dapo_vs_dynamic"]
+    assert e["status"] == "ok" and e["executed"] == "notebooks/02_dapo_vs_dynamic.ipynb"
+    assert e["outputs"] == [{"kind": "figure", "name": "fig_02_dapo_vs_dynamic",
+                             "paths": ["fig_02_dapo_vs_dynamic.png", "fig_02_dapo_vs_dynamic.pdf"]}]
+    assert e["verdicts"] == ["02_dapo_vs_dynamic: +1.0 [0.5, 1.5]"]
+    assert {(r["label"], r["seed"]) for r in e["runs"]} == {("dapo", 0), ("dapo", 1), ("dynamic", 0), ("dynamic", 1)}
+    specs = ex.group_specs("fig5_dapo", profile)
+    assert {r["config_hash"] for r in e["runs"]} == {s.config_hash for s in specs}
+    assert e["git_commit"] and e["wall_time_s"] >= 0
+    out = m["outputs"]["fig_05_ablations"]
+    assert out["notebook"] == "05_ablations" and out["seeds"] == [0, 1] and len(out["config_hashes"]) == 2 + 4  # λ: 2x1 seed, filter: 2x2
+
+    # resume: nothing changed -> nothing re-executed
+    reproduce.reproduce(profile, figures_dir=figs, runs_dir=runs, train=False, progress=False,
+                        only=["02_dapo_vs_dynamic", "05_ablations"])
+    assert len(calls) == 2
+    # a deleted output or a retrained run re-executes only the notebooks concerned
+    (figs / "fig_05_ablations.pdf").unlink()
+    reproduce.reproduce(profile, figures_dir=figs, runs_dir=runs, train=False, progress=False,
+                        only=["02_dapo_vs_dynamic", "05_ablations"])
+    assert calls[2:] == ["05_ablations"]
+    ex.write_synthetic_run(specs[0], runs, steps=6)
+    os.utime(runs / specs[0].name / "DONE", ns=(1, 10**18))
+    reproduce.reproduce(profile, figures_dir=figs, runs_dir=runs, train=False, progress=False,
+                        only=["02_dapo_vs_dynamic", "05_ablations"])
+    assert calls[3:] == ["02_dapo_vs_dynamic"]
+    reproduce.reproduce(profile, figures_dir=figs, runs_dir=runs, train=False, progress=False, force=True,
+                        only=["05_ablations"])
+    assert calls[4:] == ["05_ablations"]
+
+
+def test_failing_notebook_exits_2_with_one_line_and_keeps_finished_outputs(syn, tmp_path, monkeypatch, capsys):
+    profile, runs = syn
+    calls = []
+    monkeypatch.setattr(reproduce, "execute_notebook", _fake_execute(calls, fail_on={"03_improvement_ratio"}))
+    figs = tmp_path / "figs"
+    rc = main(["reproduce", "--profile", str(profile), "--runs-dir", str(runs), "--figures-dir", str(figs),
+               "--no-train", "--only", "02_dapo_vs_dynamic,03_improvement_ratio,04_token_heatmap"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1] == ("study reproduce: error: notebook 03_improvement_ratio failed in cell 3: ValueError: boom")
+    assert calls == ["02_dapo_vs_dynamic", "03_improvement_ratio"]  # stops at the failure
+    m = json.loads((figs / "MANIFEST.json").read_text())
+    assert list(m["notebooks"]) == ["02_dapo_vs_dynamic"] and (figs / "fig_02_dapo_vs_dynamic.png").exists()
+
+
+def test_missing_runs_without_training_is_a_user_error(syn, tmp_path, capsys):
+    profile, _ = syn
+    rc = main(["reproduce", "--profile", str(profile), "--runs-dir", str(tmp_path / "empty"),
+               "--figures-dir", str(tmp_path / "f"), "--no-train", "--only", "03_improvement_ratio"])
+    assert rc == 2
+    assert "runs missing or stale" in capsys.readouterr().err
+
+
+def test_cli_arguments_and_defaults(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "04_token_heatmap" in listing and "fig5_dapo" in listing
+    assert main(["reproduce", "--only", "99_nope", "--no-train"]) == 2
+    assert "unknown notebook(s) 99_nope" in capsys.readouterr().err
+    assert main(["reproduce", "--profile", "nope"]) == 2
+    assert reproduce.default_figures_dir("mini") == ex.REPO_ROOT / "figures"
+    assert reproduce.default_figures_dir("smoke") == ex.REPO_ROOT / "figures" / "smoke"
+    assert [n.name for n in reproduce.select(None)][0] == "00_reference_model"
+
+
+def test_shipped_profiles_are_well_formed():
+    for name in ("smoke", "mini", "paper"):
+        prof = ex.load_profile(name)
+        needed = {g for nb in reproduce.NOTEBOOKS for g in nb.groups}
+        assert needed <= set(prof.groups), name
+        for g, spec in prof.groups.items():
+            assert spec["configs"] and spec["seeds"], (name, g)
+    assert all(len(g["seeds"]) >= 3 for g in ex.load_profile("mini").groups.values())
+
+
+def test_per_label_overrides_keep_run_folders_apart():
+    specs = ex.group_specs("fig7_lambda", "paper")
+    assert [s.label for s in specs] == ["0.01", "0.1", "1.0"]
+    assert [s.cfg.constraint.coef for s in specs] == [0.01, 0.1, 1.0]
+    assert len({s.name for s in specs}) == 3 and len({s.config_hash for s in specs}) == 3
+    nf = {s.label: s for s in ex.group_specs("filter_ablation", "paper")}
+    assert nf["filter"].cfg.constraint.filter and not nf["no_filter"].cfg.constraint.filter
