@@ -213,23 +213,67 @@ def _resumable(spec: RunSpec, runs_dir: str | Path) -> bool:
 
 
 def ensure_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs", force: bool = False,
-                seeds: Iterable[int] | None = None, progress: bool = True) -> list[Path]:
+                seeds: Iterable[int] | None = None, progress: bool = True, jobs: int = 1) -> list[Path]:
     """Train the group's missing runs (cache: DONE + matching config hash); return all its run folders.
 
     An interrupted run of the same config that left a checkpoint is resumed (``run_training(resume=True)``);
-    ``force`` retrains everything from scratch."""
+    ``force`` retrains everything from scratch; ``jobs`` > 1 trains that many runs at once (one process each)."""
+    specs = group_specs(group, profile, seeds)
+    train_specs(specs, runs_dir, force=force, progress=progress, jobs=jobs, desc=f"train {group}")
+    return [s.run_dir(runs_dir) for s in specs]
+
+
+def _train_one(cfg, runs_dir: str, resume: bool, threads: int | None) -> str:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from study import train as _train
 
-    specs = group_specs(group, profile, seeds)
-    todo = [s for s in specs if force or cached_run(s, runs_dir) is None]
-    if todo:
-        from tqdm.auto import tqdm
+    return str(_train.run_training(cfg, runs_dir, resume=resume))
 
-        for s in tqdm(todo, desc=f"train {group}", unit="run", disable=not progress):
-            _train.run_training(s.cfg, runs_dir, resume=not force and _resumable(s, runs_dir))
-            if cached_run(s, runs_dir) is None:
-                raise UserError(f"training {s.name} finished without a complete run folder in {runs_dir}")
-    return [s.run_dir(runs_dir) for s in specs]
+
+def train_specs(specs: list[RunSpec], runs_dir: str | Path, force: bool = False, progress: bool = True,
+                jobs: int = 1, desc: str = "train") -> None:
+    """Train the runs among ``specs`` that are not cached (each run folder once), ``jobs`` at a time.
+
+    Shared prerequisites (the mini reference model) are built first, in this process, so parallel runs never
+    race to build them. Each parallel run is a fresh (spawned) process with one torch thread."""
+    from tqdm.auto import tqdm
+
+    seen, todo = set(), []
+    for s in specs:
+        d = s.run_dir(runs_dir)
+        if d in seen or (not force and cached_run(s, runs_dir) is not None):
+            continue
+        seen.add(d)
+        todo.append(s)
+    if not todo:
+        return
+    for model in sorted({s.cfg.model for s in todo} | {s.cfg.refiner.model or "" for s in todo}):
+        if model.startswith("mini:"):
+            from study.mini import ensure_reference
+
+            ensure_reference(model.split(":", 1)[1])
+    bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
+    if jobs <= 1:
+        for s in todo:
+            _train_one(s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), None)
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(_train_one, s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), 1): s
+                    for s in todo}
+            for f in as_completed(futs):
+                f.result()
+                bar.update(1)
+    bar.close()
+    for s in todo:
+        if cached_run(s, runs_dir) is None:
+            raise UserError(f"training {s.name} finished without a complete run folder in {runs_dir}")
 
 
 def _specs_with_runs(group, profile, runs_dir, seeds, train_missing) -> list[tuple[RunSpec, Path]]:

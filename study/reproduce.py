@@ -193,7 +193,7 @@ def _read_log(path: Path) -> tuple[list[dict], list[dict]]:
 
 def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool = False,
               figures_dir: str | Path | None = None, runs_dir: str | Path = "runs", train: bool = True,
-              progress: bool = True) -> dict:
+              progress: bool = True, jobs: int = 1) -> dict:
     """Library entry of ``study reproduce``; returns the manifest."""
     from tqdm.auto import tqdm
 
@@ -212,10 +212,11 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
         if g not in prof.groups:
             raise UserError(f"profile '{prof.name}' has no experiment group '{g}' needed by "
                             f"{', '.join(nb.name for nb in nbs if g in nb.groups)}")
-    for g in groups:
-        if train:
-            ex.ensure_runs(g, prof, runs_dir, force=force, progress=progress)
-        else:
+    if train:  # every group's missing runs in one pool (groups share runs, e.g. the λ=0.1 run)
+        specs = [s for g in groups for s in ex.group_specs(g, prof)]
+        ex.train_specs(specs, runs_dir, force=force, progress=progress, jobs=jobs)
+    else:
+        for g in groups:
             ex.check_runs(g, prof, runs_dir)
 
     # 2. notebooks
@@ -270,6 +271,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures-dir", help="output folder (default: figures/ for mini, figures/<profile>/ otherwise)")
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     p.add_argument("--no-train", action="store_true", help="do not train; fail if a needed run is missing")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="training runs at once, one process and one torch thread each (default: CPU count)")
     p.add_argument("--list", action="store_true", help="list the notebooks and the groups they need, then exit")
 
 
@@ -280,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     prof = load_profile(args.profile)
     fig_dir = Path(args.figures_dir) if args.figures_dir else default_figures_dir(prof.name, prof.figures_dir)
-    manifest = reproduce(prof, args.only, args.force, fig_dir, args.runs_dir, train=not args.no_train)
+    manifest = reproduce(prof, args.only, args.force, fig_dir, args.runs_dir, train=not args.no_train,
+                         jobs=args.jobs or os.cpu_count() or 1)
     print(f"wrote {fig_dir / 'MANIFEST.json'}")
     for name, e in manifest["notebooks"].items():
         for v in e.get("verdicts", []):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,19 @@ def resolve_model_path(spec: str) -> str:
         return str(p)
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise UserError(f"model: path not found: {spec}")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") and not _in_hub_cache(spec):
+        raise UserError(f"model: '{spec}' is a hub id, HF_HUB_OFFLINE is set and it is not in the local cache; "
+                        "download it first or give a local folder")
     return spec  # hub id
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - any failure means "not cached"
+        return False
 
 
 def build_components(cfg: TrainConfig) -> Components:
@@ -164,6 +177,8 @@ def check_paths(cfg: TrainConfig) -> None:
         raise UserError(f"data.path: not found: {cfg.data.path}")
     if cfg.refiner.model and not cfg.refiner.model.startswith("mini:"):
         resolve_model_path(cfg.refiner.model)
+    if cfg.reward_model:
+        resolve_model_path(cfg.reward_model)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
