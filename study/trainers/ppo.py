@@ -1,0 +1,615 @@
+"""PPO with a critic and GAE (paper Sec. 4.1, Fig. 4; Table 2's PPO column), in three constraint modes.
+
+    study train configs/mini/ppo_dynamic.yaml          # or ppo_none.yaml / ppo_static.yaml
+    summary = train_ppo(cfg, components, run)           # what ``study.train`` calls
+
+One iteration, read top to bottom in :func:`train_ppo` (CleanRL style, OpenRLHF's PPO recipe):
+
+1. rollout   sample ``num_prompts`` problems x ``num_generations`` responses y ~ π_θ(·|x) at ``rollout.temperature``
+2. reward    r(x, y) from ``components.reward_fn`` (sequence level)
+3. refine    (dynamic only) y' = refiner(x, y) for y below the reward ceiling; r(x, y'); keep_i = 1[r(y') > r(y)]
+4. score     old log-probs log π_old(y_t), reference log-probs log π_ref(y_t), values V(s_t), all no-grad
+5. shape     per-token rewards: r_t = 1[t = last] · r(x, y)  −  β · KL_t   (the β term in ``static`` only)
+6. GAE       A_t, R_t = A_t + V(s_t) over response tokens (γ, λ_GAE), masked whitening of A
+7. update    ``ppo_epochs`` passes over shuffled minibatches of ``mini_batch_size`` rollouts:
+               actor  L = L_CLIP  (+ λ · L_DC in ``dynamic``: Eq. 6, the kept pairs of this minibatch)
+               critic L_V (value clipping), own AdamW
+
+The three modes differ in exactly three places, each marked ``# MODE:``: the β·KL reward shaping (static, Eq. 2-3),
+the refine+filter phase (dynamic), and the λ·L_DC actor-loss term (dynamic, Eq. 6).
+
+Loss terms (per token, averaged over all response tokens of the minibatch, i.e. token-level like L_DC):
+
+    ρ_t      = exp(log π_θ(y_t) − log π_old(y_t))
+    L_CLIP   = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε))                      (Schulman et al. 2017, Eq. 7)
+    L_V      = 0.5 · mean_t max((V_t − R_t)², (V_old,t + clip(V_t − V_old,t, ±ε_v) − R_t)²)
+    L_DC     = Σ kept refined tokens −log π_θ(y'_t | x, y'_<t) / #kept tokens        (paper Eq. 6, token-normalised)
+    entropy  = mean_t H(π_θ(·|x, y_<t))                                              (logged, not in the loss)
+    logged ``loss`` = L_CLIP + λ·L_DC + vf_coef·L_V, averaged over the iteration's minibatches
+
+Choices stated here because the paper does not fix them:
+* Log-probs for the ratio, the KL and the entropy use logits / ``rollout.temperature`` (the sampling
+  distribution, as OpenRLHF and TRL do); L_DC is the untempered CE (an SFT loss).
+* KL (both the static penalty and the logged ``kl`` column) uses ``constraint.kl_estimator`` per token on the
+  rollout's own tokens, old policy vs reference (k1 = log π_old − log π_ref, OpenRLHF's default for the reward
+  penalty; our PPO configs set k1). The logged ``kl`` is the per-sequence **sum** over response tokens,
+  averaged over sequences (a sequence-level KL, the quantity of the paper's Fig. 4), in every mode.
+* The critic is a copy of the policy's backbone (same initial weights) with a linear value head on the last
+  hidden state; V(s_t) is read at the position that predicts token t. Critic and actor have separate AdamW
+  optimisers (``optim.critic_learning_rate`` / ``optim.learning_rate``); ``ppo.vf_coef`` scales L_V.
+* ``optim.warmup_steps`` counts RL iterations (linear warm-up, then constant), for both optimisers.
+* The ``samples.jsonl`` CE on y' is the policy's, measured right before the update of that step.
+
+Checkpoints (``checkpoint_every`` and the last step) go to ``<run>/checkpoints/step-<N>/`` (written to a temp
+folder, then renamed): ``policy/`` (HF folder + tokenizer), ``critic.pt``, ``optim_actor.pt``,
+``optim_critic.pt``, ``rng.pt`` (python/numpy/torch/cuda RNG and the data-order generator) and ``state.json``.
+:func:`load_checkpoint` restores all of it, so a resume path only needs to call it and start at ``step + 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from study.constraint import dynamic_constraint_loss, first_difference_mask, masked_mean, static_kl
+from study.prompts import solve_messages
+from study.trainers.common import (
+    RefineResult,
+    StepTimer,
+    as_row,
+    dataset_fn,
+    group_reward_std,
+    metric_row,
+    policy_ce_on_refined,
+    refine_and_filter,
+    refiner_fn,
+    sample_rows,
+    score,
+)
+from study.trainers.gae import compute_gae, whiten
+
+# ================================================================================================================
+# critic
+
+
+class ValueModel(nn.Module):
+    """V(s): the policy's backbone (a copy, same initial weights) + a scalar linear head on the last hidden state."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        base = policy.base_model if policy.base_model is not policy else policy
+        self.backbone = copy.deepcopy(base)
+        self.backbone.requires_grad_(True)
+        hidden = policy.config.get_text_config().hidden_size
+        p = next(policy.parameters())
+        self.value_head = nn.Linear(hidden, 1, bias=False, device=p.device, dtype=p.dtype)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1))  # OpenRLHF's value-head init
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) values, one per position."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        h = getattr(out, "last_hidden_state", None)
+        if h is None:
+            h = out.hidden_states[-1]
+        return self.value_head(h).squeeze(-1).float()
+
+
+# ================================================================================================================
+# loss terms (each one a small function: tests check them on hand examples)
+
+
+def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_CLIP, PPO's clipped surrogate (to minimise), token-mean over ``mask``; returns (loss, clip_frac)."""
+    ratio = torch.exp(logps - old_logps)
+    surr_unclipped = -advantages * ratio
+    surr_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(surr_unclipped, surr_clipped), mask)
+    clip_frac = masked_mean((surr_clipped > surr_unclipped).float(), mask)
+    return loss, clip_frac.detach()
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_V with value clipping: 0.5 · mean max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²); (loss, clip_frac)."""
+    values_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    err_unclipped = (values - returns) ** 2
+    err_clipped = (values_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(err_unclipped, err_clipped), mask)
+    clip_frac = masked_mean((err_clipped > err_unclipped).float(), mask)
+    return loss, clip_frac.detach()
+
+
+def token_rewards(scores: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None,
+                  kl_coef: float = 0.0) -> torch.Tensor:
+    """Per-token rewards (B, T): the sequence reward on the last response token, minus β·KL_t on every token
+    when ``kl`` is given (the static constraint as a reward penalty, OpenRLHF-style)."""
+    m = mask.to(torch.float32)
+    rewards = torch.zeros_like(m)
+    last = (m.sum(-1).long() - 1).clamp(min=0)
+    has_tokens = m.sum(-1) > 0
+    rewards[torch.arange(len(m)), last] = scores.to(m.dtype) * has_tokens.to(m.dtype)
+    if kl is not None:
+        rewards = rewards - kl_coef * kl.float() * m
+    return rewards
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    m = mask.to(torch.float32)
+    n = m.sum().clamp(min=1.0)
+    r_mean = (returns * m).sum() / n
+    var_r = (((returns - r_mean) ** 2) * m).sum() / n
+    d = (returns - values) * m
+    var_d = (((d - (d.sum() / n)) ** 2) * m).sum() / n
+    return float("nan") if var_r.item() == 0 else (1.0 - var_d / var_r).item()
+
+
+# ================================================================================================================
+# forward passes over x ⊕ y (left-padded prompt, right-padded response)
+
+
+def response_logps(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(y_t | x, y_<t) at ``temperature`` (B, T), and the per-token entropy when asked."""
+    T = response_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=T + 1).logits
+    logits = logits[:, -(T + 1):-1].float() / temperature  # position t predicts response token t
+    logp_all = F.log_softmax(logits, dim=-1)
+    logps = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logps, entropy
+
+
+def response_values(critic: ValueModel, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
+    """V(s_t) (B, T): the value at the position that predicts response token t."""
+    T = response_ids.shape[1]
+    v = critic(torch.cat([prompt_ids, response_ids], 1), torch.cat([prompt_mask, response_mask], 1))
+    return v[:, -(T + 1):-1]
+
+
+# ================================================================================================================
+# rollout
+
+
+@dataclass
+class Rollout:
+    """One batch of N = num_prompts × G responses (row i belongs to problem ``problems[i]``)."""
+
+    problems: list
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor  # (N, T) right-padded, pad after EOS
+    response_mask: torch.Tensor  # 1 on response tokens up to and including EOS
+    texts: list[str]
+    token_ids: list[list[int]]
+    truncated: list[bool]
+
+
+def encode_prompts(tokenizer, problems, task: str, max_prompt_length: int) -> list[list[int]]:
+    """Chat-templated solve prompts as token ids (too-long prompts lose their *left* end)."""
+    out = []
+    for p in problems:
+        text = tokenizer.apply_chat_template(solve_messages(p.prompt, task), tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append(list(ids[-max_prompt_length:]))
+    return out
+
+
+def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, L - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, L - len(s):] = 1
+    return ids, mask
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    e = model.generation_config.eos_token_id
+    if e is None:
+        e = tokenizer.eos_token_id
+    return set(e if isinstance(e, (list, tuple)) else [e])
+
+
+@torch.no_grad()
+def sample_rollout(policy, tokenizer, problems: list, cfg, device) -> Rollout:
+    """y ~ π_θ(·|x): ``model.generate`` on left-padded prompt ids, cut at the first EOS (kept as an action)."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = encode_prompts(tokenizer, problems, cfg.refiner.task, cfg.rollout.max_prompt_length)
+    prompt_ids, prompt_mask = pad_left(prompts, pad_id)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    was_training = policy.training
+    policy.eval()
+    out = policy.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.rollout.max_completion_length,
+        do_sample=True, temperature=cfg.rollout.temperature, top_k=0, top_p=1.0, pad_token_id=pad_id,
+    )
+    policy.train(was_training)
+    eos = eos_ids(policy, tokenizer)
+    token_ids, truncated = [], []
+    for row in out[:, prompt_ids.shape[1]:].tolist():
+        ids = []
+        for t in row:
+            ids.append(t)
+            if t in eos:
+                break
+        truncated.append(not ids or ids[-1] not in eos)
+        token_ids.append(ids)
+    T = max(1, max(len(s) for s in token_ids))
+    response_ids = torch.full((len(token_ids), T), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((len(token_ids), T), dtype=torch.long)
+    for i, s in enumerate(token_ids):
+        if s:
+            response_ids[i, :len(s)] = torch.tensor(s)
+            response_mask[i, :len(s)] = 1
+    texts = tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+    return Rollout(list(problems), prompt_ids, prompt_mask, response_ids.to(device), response_mask.to(device),
+                   texts, token_ids, truncated)
+
+
+class ProblemSampler:
+    """Problems in shuffled epochs (a seeded ``torch.Generator``, saved in checkpoints)."""
+
+    def __init__(self, problems: list, seed: int):
+        if not problems:
+            from study.errors import UserError
+
+            raise UserError("ppo: no training problems")
+        self.problems = problems
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self, n: int) -> list:
+        out = []
+        while len(out) < n:
+            if not self.order:
+                self.order = torch.randperm(len(self.problems), generator=self.generator).tolist()
+            out.append(self.problems[self.order.pop()])
+        return out
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": list(self.order)}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.generator.set_state(s["generator"])
+        self.order = list(s["order"])
+
+
+# ================================================================================================================
+# checkpoints
+
+
+def save_checkpoint(root: Path, step: int, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
+                    sched_critic, sampler: ProblemSampler, extra: dict | None = None) -> Path:
+    """Write ``root/step-<step>/`` atomically (temp folder, then rename) and point ``root/latest`` at it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step}"
+    tmp = root / f".step-{step}.tmp{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    policy.save_pretrained(tmp / "policy")
+    tokenizer.save_pretrained(tmp / "policy")
+    torch.save(critic.state_dict(), tmp / "critic.pt")
+    torch.save({"optimizer": opt_actor.state_dict(), "scheduler": sched_actor.state_dict()}, tmp / "optim_actor.pt")
+    torch.save({"optimizer": opt_critic.state_dict(), "scheduler": sched_critic.state_dict()},
+               tmp / "optim_critic.pt")
+    import numpy as np
+
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+           "sampler": sampler.state_dict()}
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = root / f".latest.tmp{os.getpid()}"
+    latest_tmp.write_text(final.name)
+    os.replace(latest_tmp, root / "latest")
+    return final
+
+
+def load_checkpoint(path: Path, policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
+                    sampler: ProblemSampler) -> int:
+    """Restore everything :func:`save_checkpoint` wrote; returns the step it was taken at."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    src = AutoModelForCausalLM.from_pretrained(path / "policy", dtype=next(policy.parameters()).dtype)
+    policy.load_state_dict(src.state_dict())
+    critic.load_state_dict(torch.load(path / "critic.pt", map_location="cpu"))
+    a = torch.load(path / "optim_actor.pt", map_location="cpu", weights_only=False)
+    c = torch.load(path / "optim_critic.pt", map_location="cpu", weights_only=False)
+    opt_actor.load_state_dict(a["optimizer"])
+    sched_actor.load_state_dict(a["scheduler"])
+    opt_critic.load_state_dict(c["optimizer"])
+    sched_critic.load_state_dict(c["scheduler"])
+    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    sampler.load_state_dict(rng["sampler"])
+    return int(json.loads((path / "state.json").read_text())["step"])
+
+
+# ================================================================================================================
+# the trainer
+
+
+def make_refine_fn(cfg, components):
+    """Who supplies y' (``constraint.target``): the refiner (frozen π_ref by default), the current policy, or the
+    dataset's reference solution."""
+    target = cfg.constraint.target
+    if target == "dataset":
+        return dataset_fn(components.tokenizer)
+    if target == "self":
+        from study.refiner import Refiner
+
+        r = cfg.refiner
+        return refiner_fn(Refiner(components.policy, components.tokenizer, task=r.task,
+                                  max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                  batch_size=r.batch_size))
+    if components.refiner is None:
+        from study.errors import UserError
+
+        raise UserError("constraint.mode: dynamic needs a refiner (components.refiner is None)")
+    return refiner_fn(components.refiner)
+
+
+@torch.no_grad()
+def refined_ce_for_samples(policy, roll: Rollout, ref: RefineResult | None, n: int) -> torch.Tensor | None:
+    """(N, R) policy CE on y' for the rows ``sample_rows`` will log (kept first, then refined), 0 elsewhere."""
+    if ref is None or n <= 0:
+        return None
+    keep = ref.keep.tolist()
+    order = [i for i in range(ref.n) if keep[i]] + [i for i in range(ref.n) if ref.refined[i] and not keep[i]]
+    ce = torch.zeros(ref.refined_ids.shape, device=ref.refined_ids.device)
+    rows = torch.tensor(order[:n], dtype=torch.long, device=ref.refined_ids.device)
+    if len(rows):
+        ce[rows] = policy_ce_on_refined(policy, roll.prompt_ids[rows], roll.prompt_mask[rows],
+                                        ref.refined_ids[rows], ref.refined_mask[rows])
+    return ce
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _lr_lambda(warmup: int):
+    return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
+
+
+def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> dict:
+    """Run ``cfg.steps`` PPO iterations; one metrics row per iteration; returns a summary dict."""
+    from tqdm.auto import tqdm
+
+    mode = cfg.constraint.mode
+    device = components.device
+    policy, reference, tokenizer = components.policy, components.reference, components.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    temperature = cfg.rollout.temperature
+    G = cfg.rollout.num_generations
+    N = cfg.rollout.num_prompts * G
+    mb = cfg.ppo.mini_batch_size
+    lam_dc = cfg.constraint.coef
+    beta = cfg.constraint.kl_coef
+
+    critic = ValueModel(policy).to(device)
+    policy.train()
+    critic.train()
+    opt_actor = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.learning_rate,
+                                  weight_decay=cfg.optim.weight_decay)
+    opt_critic = torch.optim.AdamW(critic.parameters(), lr=cfg.optim.critic_learning_rate,
+                                   weight_decay=cfg.optim.weight_decay)
+    sched_actor = torch.optim.lr_scheduler.LambdaLR(opt_actor, _lr_lambda(cfg.optim.warmup_steps))
+    sched_critic = torch.optim.lr_scheduler.LambdaLR(opt_critic, _lr_lambda(cfg.optim.warmup_steps))
+    sampler = ProblemSampler(list(components.problems), cfg.seed)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    refine_fn = make_refine_fn(cfg, components) if mode == "dynamic" else None
+    ckpt_root = Path(run.root) / "checkpoints"
+
+    start = 1
+    if resume_from is not None:
+        start = load_checkpoint(Path(resume_from), policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
+                                sampler) + 1
+
+    step_times: list[float] = []
+    last_row: dict[str, Any] = {}
+    bar = tqdm(range(start, cfg.steps + 1), desc=f"ppo[{mode}]", unit="it", dynamic_ncols=True)
+    for step in bar:
+        timer = StepTimer()
+        t_step = time.perf_counter()
+        lr_now = opt_actor.param_groups[0]["lr"]
+
+        # ---- 1. rollout: y ~ π_θ(·|x) ----------------------------------------------------------------------
+        with timer("rollout"):
+            problems = [p for p in sampler.next(cfg.rollout.num_prompts) for _ in range(G)]
+            roll = sample_rollout(policy, tokenizer, problems, cfg, device)
+            rows = [as_row(p) for p in problems]
+            mask = roll.response_mask
+
+        # ---- 2. reward: r(x, y) ----------------------------------------------------------------------------
+        with timer("reward"):
+            scores_list = score(components.reward_fn, rows, roll.texts, roll.token_ids)
+            scores = torch.tensor(scores_list, dtype=torch.float32, device=device)
+
+        # ---- 3. MODE: dynamic -- refine below the ceiling, score y', filter (Sec. 3.2-3.3) -------------------
+        ref: RefineResult | None = None
+        dc_mask = None
+        with timer("refine"):
+            if mode == "dynamic":
+                ref = refine_and_filter(rows, roll.texts, scores_list, refine_fn, components.reward_fn, tokenizer,
+                                        max_reward=components.max_reward, filter_enabled=cfg.constraint.filter,
+                                        skip_max_reward=cfg.refiner.skip_max_reward).to(device)
+                dc_mask = ref.refined_mask
+                if cfg.constraint.ce_scope == "from_first_diff":
+                    dc_mask = first_difference_mask(roll.response_ids, ref.refined_ids, ref.refined_mask)
+
+        # ---- 4. old log-probs, reference log-probs, values (no grad) ----------------------------------------
+        with timer("score"), torch.no_grad():
+            old_logps = torch.zeros(mask.shape, device=device)
+            ref_logps = torch.zeros(mask.shape, device=device)
+            old_values = torch.zeros(mask.shape, device=device)
+            for s in _chunks(N, mb):
+                args = (roll.prompt_ids[s], roll.prompt_mask[s], roll.response_ids[s], mask[s])
+                old_logps[s] = response_logps(policy, *args, temperature=temperature)[0]
+                ref_logps[s] = response_logps(reference, *args, temperature=temperature)[0]
+                old_values[s] = response_values(critic, *args)
+            kl_t = static_kl(old_logps, ref_logps, cfg.constraint.kl_estimator) * mask  # (N, T) per token
+            ce_samples = refined_ce_for_samples(policy, roll, ref, cfg.samples_per_step)
+
+        # ---- 5. per-token rewards; MODE: static adds −β·KL_t (Eq. 2-3 as a reward penalty) -------------------
+        # ---- 6. GAE over response tokens, returns, whitened advantages ---------------------------------------
+        with timer("update"):
+            rewards_t = token_rewards(scores, mask, kl=kl_t if mode == "static" else None, kl_coef=beta)
+            advantages, returns = compute_gae(rewards_t, old_values, mask, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+            if cfg.ppo.whiten_advantages:
+                advantages = whiten(advantages, mask)
+
+            # ---- 7. PPO update: ppo_epochs passes over shuffled minibatches ---------------------------------
+            stats: dict[str, list[float]] = {k: [] for k in (
+                "loss", "pg_loss", "vf_loss", "dc_loss", "clip_frac", "vf_clip_frac", "entropy", "approx_kl",
+                "grad_norm", "critic_grad_norm")}
+            for _epoch in range(cfg.ppo.ppo_epochs):
+                perm = torch.randperm(N, generator=shuffle_gen).to(device)
+                for s in _chunks(N, mb):
+                    idx = perm[s]
+                    args = (roll.prompt_ids[idx], roll.prompt_mask[idx], roll.response_ids[idx], mask[idx])
+                    # actor: L_CLIP
+                    logps, entropy = response_logps(policy, *args, temperature=temperature, with_entropy=True)
+                    pg_loss, clip_frac = policy_loss(logps, old_logps[idx], advantages[idx], mask[idx],
+                                                     cfg.ppo.clip_range)
+                    actor_loss = pg_loss
+                    # MODE: dynamic -- + λ · L_DC on this minibatch's kept refined pairs (Eq. 6)
+                    dc_loss = None
+                    if ref is not None:
+                        kept = idx[ref.keep[idx]]
+                        if len(kept):
+                            ce = policy_ce_on_refined(policy, roll.prompt_ids[kept], roll.prompt_mask[kept],
+                                                      ref.refined_ids[kept], ref.refined_mask[kept])
+                            dc_loss = dynamic_constraint_loss(ce, dc_mask[kept], ref.keep[kept],
+                                                              normalize=cfg.constraint.normalize)
+                            actor_loss = actor_loss + lam_dc * dc_loss
+                    opt_actor.zero_grad(set_to_none=True)
+                    actor_loss.backward()
+                    gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
+                    opt_actor.step()
+
+                    # critic: L_V with value clipping
+                    values = response_values(critic, *args)
+                    vf_loss, vf_clip = value_loss(values, old_values[idx], returns[idx], mask[idx],
+                                                  cfg.ppo.value_clip_range)
+                    opt_critic.zero_grad(set_to_none=True)
+                    (cfg.ppo.vf_coef * vf_loss).backward()
+                    cgn = torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.optim.max_grad_norm)
+                    opt_critic.step()
+
+                    with torch.no_grad():
+                        log_ratio = (logps - old_logps[idx]) * mask[idx]
+                        stats["approx_kl"].append(masked_mean(torch.exp(log_ratio) - 1 - log_ratio, mask[idx]).item())
+                        stats["entropy"].append(masked_mean(entropy, mask[idx]).item())
+                    stats["loss"].append(actor_loss.item() + cfg.ppo.vf_coef * vf_loss.item())
+                    stats["pg_loss"].append(pg_loss.item())
+                    stats["vf_loss"].append(vf_loss.item())
+                    if dc_loss is not None:
+                        stats["dc_loss"].append(dc_loss.item())
+                    stats["clip_frac"].append(clip_frac.item())
+                    stats["vf_clip_frac"].append(vf_clip.item())
+                    stats["grad_norm"].append(float(gn))
+                    stats["critic_grad_norm"].append(float(cgn))
+            sched_actor.step()
+            sched_critic.step()
+
+        # ---- log -------------------------------------------------------------------------------------------
+        def mean(xs):
+            return sum(xs) / len(xs) if xs else float("nan")
+
+        n_tokens = mask.sum(-1).float()
+        pass_rate = (float((scores >= components.max_reward).float().mean())
+                     if components.max_reward is not None else float("nan"))
+        row = metric_row(
+            step,
+            reward_mean=scores.mean().item(),
+            reward_std=scores.std(unbiased=False).item(),
+            group_reward_std=group_reward_std(scores_list, G) if G > 1 else float("nan"),
+            kl=kl_t.sum(-1).mean().item(),
+            dynamic_ce=mean(stats["dc_loss"]),
+            improvement_ratio=ref.improvement_ratio if ref is not None else float("nan"),
+            refined_frac=ref.refined_frac if ref is not None else float("nan"),
+            kept_frac=ref.kept_frac if ref is not None else float("nan"),
+            response_length=n_tokens.mean().item(),
+            entropy=mean(stats["entropy"]),
+            clip_frac=mean(stats["clip_frac"]),
+            learning_rate=lr_now,
+            loss=mean(stats["loss"]),
+            **timer.as_columns(),
+            # extras
+            policy_loss=mean(stats["pg_loss"]),
+            value_loss=mean(stats["vf_loss"]),
+            value_clip_frac=mean(stats["vf_clip_frac"]),
+            approx_kl=mean(stats["approx_kl"]),
+            grad_norm=mean(stats["grad_norm"]),
+            critic_grad_norm=mean(stats["critic_grad_norm"]),
+            explained_variance=explained_variance(old_values, returns, mask),
+            value_mean=masked_mean(old_values, mask).item(),
+            return_mean=masked_mean(returns, mask).item(),
+            kl_k1=(static_kl(old_logps, ref_logps, "k1") * mask).sum(-1).mean().item(),
+            kl_k3=(static_kl(old_logps, ref_logps, "k3") * mask).sum(-1).mean().item(),
+            kl_penalty_mean=(beta * kl_t.sum(-1)).mean().item() if mode == "static" else 0.0,
+            pass_rate=pass_rate,
+            truncated_frac=sum(roll.truncated) / N,
+            critic_learning_rate=opt_critic.param_groups[0]["lr"],
+            kept=ref.n_kept if ref is not None else float("nan"),
+            refined_reward_mean=(mean([r for r in ref.rewards if r is not None]) if ref is not None
+                                 else float("nan")),
+        )
+        row["time_step"] = time.perf_counter() - t_step
+        run.log_metrics(row)
+        run.log_samples(sample_rows(step, rows, roll.texts, roll.token_ids, scores_list, ref, ce_samples, tokenizer,
+                                    cfg.samples_per_step))
+        step_times.append(row["time_step"])
+        last_row = row
+        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
+
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            save_checkpoint(ckpt_root, step, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
+                            sched_critic, sampler, extra={"mode": mode, "config_hash": cfg.hash()})
+
+    return {
+        "trainer": "ppo",
+        "mode": mode,
+        "steps": cfg.steps,
+        "final_reward_mean": last_row.get("reward_mean", float("nan")),
+        "final_kl": last_row.get("kl", float("nan")),
+        "seconds_per_step": (sum(step_times) / len(step_times)) if step_times else float("nan"),
+        "checkpoint": str(ckpt_root / f"step-{cfg.steps}"),
+    }
+
+
+__all__ = [
+    "ValueModel", "policy_loss", "value_loss", "token_rewards", "compute_gae", "whiten", "response_logps",
+    "response_values", "sample_rollout", "save_checkpoint", "load_checkpoint", "train_ppo",
+]
