@@ -116,6 +116,8 @@ class RunLog:
 
     def __init__(self, root: str | Path, config: dict, seed: int, config_hash: str, resume: bool = False):
         self.root = Path(root)
+        self.resumed = resume
+        """True when the folder was opened to continue a run (trainers then restart from their last checkpoint)."""
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "checkpoints").mkdir(exist_ok=True)
         self.metrics_path = self.root / "metrics.jsonl"

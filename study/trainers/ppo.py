@@ -427,14 +427,16 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     sched_actor = torch.optim.lr_scheduler.LambdaLR(opt_actor, _lr_lambda(cfg.optim.warmup_steps))
     sched_critic = torch.optim.lr_scheduler.LambdaLR(opt_critic, _lr_lambda(cfg.optim.warmup_steps))
     sampler = ProblemSampler(list(components.problems), cfg.seed)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
     refine_fn = make_refine_fn(cfg, components) if mode == "dynamic" else None
     ckpt_root = Path(run.root) / "checkpoints"
 
+    if resume_from is None and getattr(run, "resumed", False) and (ckpt_root / "latest").exists():
+        resume_from = ckpt_root / (ckpt_root / "latest").read_text().strip()
     start = 1
     if resume_from is not None:
         start = load_checkpoint(Path(resume_from), policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
                                 sampler) + 1
+        run.truncate_to_step(start - 1)  # rows written after the checkpoint are redone
 
     step_times: list[float] = []
     last_row: dict[str, Any] = {}
@@ -493,6 +495,8 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             stats: dict[str, list[float]] = {k: [] for k in (
                 "loss", "pg_loss", "vf_loss", "dc_loss", "clip_frac", "vf_clip_frac", "entropy", "approx_kl",
                 "grad_norm", "critic_grad_norm")}
+            # minibatch order is a function of (seed, step): a resumed run shuffles exactly as an uninterrupted one
+            shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
             for _epoch in range(cfg.ppo.ppo_epochs):
                 perm = torch.randperm(N, generator=shuffle_gen).to(device)
                 for s in _chunks(N, mb):
