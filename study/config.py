@@ -115,6 +115,21 @@ class DAPOConfig(_Strict):
     """Samples per optimiser step; ``None`` = the whole batch in one step."""
 
 
+class ReLIFTConfig(_Strict):
+    """ReLIFT (Ma et al. 2025, arXiv:2506.07527; issue 9): RL interleaved with online fine-tuning on the hardest
+    questions (groups where every rollout is below the maximum reward), toward the dataset's reference solution.
+    DAPO trainer only; see ``study.trainers.dapo``. Off by default (then absent from the config hash)."""
+
+    enabled: bool = False
+    """Collect the hardest questions during RL and fine-tune on their reference solutions."""
+    sft_every: int = Field(default=5, gt=0)
+    """Interleave period: every N-th RL step, if the buffer is not empty, add the SFT term and clear the buffer."""
+    sft_coef: float = Field(default=1.0, ge=0)
+    """Weight of the SFT cross-entropy (token mean over the buffered reference tokens) added to that step's loss."""
+    buffer_size: int = Field(default=32, gt=0)
+    """Most (prompt, reference) pairs held (one per question; the oldest are dropped first)."""
+
+
 class PPOConfig(_Strict):
     gamma: float = Field(default=1.0, ge=0, le=1)
     """Discount γ (Table 2: 1)."""
@@ -162,6 +177,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     dapo: DAPOConfig = DAPOConfig()
     ppo: PPOConfig = PPOConfig()
+    relift: ReLIFTConfig = ReLIFTConfig()
     samples_per_step: int = Field(default=4, ge=0)
     """Samples (prompt, response, refinement, rewards, token CE) logged per step."""
     checkpoint_every: int = Field(default=0, ge=0)
@@ -177,11 +193,19 @@ class TrainConfig(_Strict):
             raise ValueError("ppo.mini_batch_size is larger than the batch (rollout.num_prompts * num_generations)")
         if self.reward == "reward_model" and not self.reward_model:
             raise ValueError("reward: reward_model needs reward_model: PATH")
+        if self.relift.enabled and self.trainer != "dapo":
+            raise ValueError("relift.enabled needs trainer: dapo (ReLIFT is implemented in the DAPO trainer)")
+        if self.relift.enabled and self.reward == "reward_model":
+            raise ValueError("relift.enabled needs a reward with a ceiling (coderl or binary): the hardest "
+                             "questions are groups with no rollout at the maximum reward")
         return self
 
     def hash(self) -> str:
         """Short content hash (runs are cached by it)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        d = self.model_dump(mode="json")
+        if self.relift == ReLIFTConfig():  # added later (issue 9): off-by-default keeps earlier runs' hashes
+            d.pop("relift")
+        blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

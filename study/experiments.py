@@ -670,6 +670,11 @@ def write_synthetic_profile(root: str | Path, seeds: Sequence[int] = (0, 1, 2), 
         "dapo_dynamic_nofilter": {"trainer": "dapo", "constraint": {"mode": "dynamic", "filter": False}},
         "dapo_dynamic_lambda_0.05": {"trainer": "dapo", "constraint": {"mode": "dynamic", "coef": 0.05}},
         "dapo_dynamic_lambda_0.5": {"trainer": "dapo", "constraint": {"mode": "dynamic", "coef": 0.5}},
+        "dapo_static_sft": {"trainer": "dapo", "constraint": {"mode": "dynamic", "target": "dataset"}},
+        "dapo_self_refine": {"trainer": "dapo", "constraint": {"mode": "dynamic", "target": "self"}},
+        "dapo_dynamic_from_first_diff": {"trainer": "dapo", "constraint": {"mode": "dynamic",
+                                                                           "ce_scope": "from_first_diff"}},
+        "dapo_relift": {"trainer": "dapo", "constraint": {"mode": "none"}, "relift": {"enabled": True}},
     }
     for name, v in variants.items():
         (root / "configs" / f"{name}.yaml").write_text(yaml.safe_dump({"name": f"syn-{name}", **common, **v}))
@@ -686,6 +691,11 @@ def write_synthetic_profile(root: str | Path, seeds: Sequence[int] = (0, 1, 2), 
             "fig7_lambda": {"configs": "configs/dapo_dynamic_lambda_*.yaml", "seeds": seeds[:1]},
             "filter_ablation": {"configs": {"filter": "configs/dapo_dynamic.yaml",
                                             "no_filter": "configs/dapo_dynamic_nofilter.yaml"}, "seeds": seeds},
+            "beyond": {"configs": {"dapo": "configs/dapo.yaml", "dynamic": "configs/dapo_dynamic.yaml",
+                                   "static_sft": "configs/dapo_static_sft.yaml",
+                                   "self_refine": "configs/dapo_self_refine.yaml",
+                                   "from_first_diff": "configs/dapo_dynamic_from_first_diff.yaml",
+                                   "relift": "configs/dapo_relift.yaml"}, "seeds": seeds},
         },
     }
     path = root / "profile.yaml"

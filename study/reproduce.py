@@ -58,6 +58,7 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("05_ablations", ("fig7_lambda", "filter_ablation"), "Fig. 7 λ sweep, App. B filter ablation"),
     NotebookSpec("06_qualitative", ("fig5_dapo",), "Figs. 8-11 / Table 4 qualitative refinements"),
     NotebookSpec("07_hyperparameters", ("fig4_ppo", "fig5_dapo"), "Table 2 hyperparameters, training-time cost"),
+    NotebookSpec("08_beyond_the_paper", ("beyond",), "beyond the paper: static SFT, ReLIFT, self-refinement, CE scope"),
     NotebookSpec("walkthrough", (), "the method step by step on one problem"),
 ]
 BY_NAME = {n.name: n for n in NOTEBOOKS}

@@ -23,6 +23,21 @@ L_DC is the mean CE of the policy on the kept refined tokens, normalised by the 
 tokens of the generation batch (rescaled per micro-batch exactly like DAPO's token normaliser), so λ keeps its
 meaning whatever the batch composition.
 
+ReLIFT (``relift.enabled``; Ma et al. 2025, "Learning What RL Can't", arXiv:2506.07527), as implemented here:
+
+    collect   after each rollout, every group of *every* sampling round (also the groups dynamic sampling drops)
+              whose task rewards are all below the reward ceiling (no rollout passes) is a hardest question; its
+              (prompt, reference solution) goes to a buffer (one entry per question, at most ``relift.buffer_size``,
+              oldest dropped first; problems without a reference are skipped).
+    fine-tune every ``relift.sft_every``-th RL step with a non-empty buffer, the first optimiser step of that RL step
+              adds ``relift.sft_coef · L_SFT``, L_SFT = token-mean CE of π_θ on the buffered references formatted
+              with ``study.prompts.code_block`` (+ EOS), prompt masked (``policy_ce_on_refined``); then the buffer
+              is cleared. One optimiser, no second trainer: RL and fine-tuning interleave in the same loss.
+    otherwise plain DAPO (with whatever ``constraint.mode`` says). Logged: ``relift_buffer`` (buffer size after the
+              step's rollout, before it is consumed), ``relift_hard_groups`` (new all-fail groups this step),
+              ``relift_sft_items``, ``relift_sft_ce`` (NaN on steps where SFT does not fire).
+    The buffer is not checkpointed: a resumed run starts with it empty.
+
 Step accounting: ``cfg.steps`` RL steps; each is ``steps_per_generation * num_iterations`` TRL optimiser steps
 (``steps_per_generation = B / dapo.mini_batch_size``, 1 when it is unset). Checkpoints are TRL/Trainer
 checkpoints under ``<run>/checkpoints/checkpoint-<optimiser step>``.
@@ -53,9 +68,11 @@ from study.trainers.common import (
     group_reward_std,
     metric_row,
     nanmean,
+    pad_right,
     policy_ce_on_refined,
     refine_and_filter,
     refiner_fn,
+    sample_order,
     sample_rows,
 )
 
@@ -99,6 +116,13 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self._upd: defaultdict[str, list] = defaultdict(list)
         self._t_step0 = time.perf_counter()
         self._bar = None
+        # ---- ReLIFT: buffer of the hardest questions (task_id -> row), the SFT batch pending for the next update
+        self.relift = study_cfg.relift if study_cfg.relift.enabled else None
+        if self.relift is not None and components.max_reward is None:
+            raise UserError("relift.enabled needs a reward with a maximum (components.max_reward is None)")
+        self.relift_buffer: dict[str, dict] = {}
+        self._relift_pending: tuple[torch.Tensor, ...] | None = None
+        self._rounds_info: list[dict] = []
 
     # ------------------------------------------------------------------------------------------------------------
     # 1. rollout: rewards of each round, dynamic sampling
@@ -178,6 +202,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
             picks += rest[: B // G - len(picks)]
         rows_idx = [(r, g * G + j) for r, g in picks for j in range(G)]
         self._sampling = {"rounds": len(rounds), "informative_groups": len(good), "groups": B // G}
+        self._rounds_info = [info for _, info in rounds]  # every round, dropped groups included (ReLIFT)
         if len(rounds) == 1:
             batch, info = rounds[0]
             return batch, info
@@ -293,9 +318,65 @@ class DynamicDAPOTrainer(GRPOTrainer):
                 skipped_max_reward=refine.n_skipped_max,
                 refined_reward_mean=nanmean(refine.rewards),
             )
+        if self.relift is not None:
+            self._row.update(self._relift_collect())
         self._log_samples(rows, responses, comp_ids, task_r, refine, prompt_ids, prompt_mask)
         self._upd = defaultdict(list)  # per-optimiser-step values of this RL step
         return batch
+
+    # ------------------------------------------------------------------------------------------------------------
+    # ReLIFT: the hardest questions and their reference solutions
+
+    def _relift_collect(self) -> dict[str, Any]:
+        """Buffer the all-fail groups of this step's sampling rounds; on every ``sft_every``-th RL step hand the
+        buffer to the next update as an SFT batch and clear it. Returns the step's ReLIFT metric columns."""
+        G, maxr, cap = self.G, self.components.max_reward, self.relift.buffer_size
+        new = 0
+        for info in self._rounds_info:
+            for g in range(len(info["task_reward"]) // G):
+                rewards = info["task_reward"][g * G : (g + 1) * G]
+                row = info["rows"][g * G]
+                if not row.get("reference") or any(r >= maxr for r in rewards):
+                    continue
+                key = str(row.get("task_id", row.get("problem")))
+                self.relift_buffer.pop(key, None)  # re-seen: move to the newest end
+                self.relift_buffer[key] = row
+                new += 1
+                while len(self.relift_buffer) > cap:
+                    self.relift_buffer.pop(next(iter(self.relift_buffer)))
+        size = len(self.relift_buffer)
+        fire = self.rl_step % self.relift.sft_every == 0 and size > 0
+        if fire:
+            self._relift_pending = self._relift_batch(list(self.relift_buffer.values()))
+            self.relift_buffer.clear()
+        return {"relift_buffer": size, "relift_hard_groups": new, "relift_sft_items": size if fire else 0}
+
+    def _relift_batch(self, rows: list[dict]) -> tuple[torch.Tensor, ...]:
+        """(prompt_ids, prompt_mask) left-padded chat prompts, (ref_ids, ref_mask) right-padded reference
+        solutions in the answer format (``dataset_fn``: ``code_block(reference)`` + EOS)."""
+        tok = self.processing_class
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        prompts = []
+        for r in rows:
+            p = r["prompt"]
+            text = p if isinstance(p, str) else tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            prompts.append(tok(text, add_special_tokens=False)["input_ids"])
+        P = max(len(x) for x in prompts)
+        p_ids = torch.tensor([[pad_id] * (P - len(x)) + list(x) for x in prompts], dtype=torch.long)
+        p_mask = torch.tensor([[0] * (P - len(x)) + [1] * len(x) for x in prompts], dtype=torch.long)
+        refs = dataset_fn(tok)(rows, [""] * len(rows))
+        r_ids, r_mask = pad_right([g.token_ids for g in refs], pad_id)
+        return p_ids, p_mask, r_ids, r_mask
+
+    def _relift_sft(self, model) -> torch.Tensor:
+        """relift.sft_coef · L_SFT on the pending batch (consumed: one optimiser step per firing)."""
+        dev = self.accelerator.device
+        p_ids, p_mask, r_ids, r_mask = (t.to(dev) for t in self._relift_pending)
+        self._relift_pending = None
+        ce = policy_ce_on_refined(model, p_ids, p_mask, r_ids, r_mask)
+        l_sft = ce.sum() / r_mask.sum().clamp(min=1)
+        self._upd["relift_sft_ce"].append(l_sft.detach().item())
+        return self.relift.sft_coef * l_sft
 
     def _refine(self, rows, responses, task_rewards) -> RefineResult:
         """y' for every response below the ceiling, from the frozen refiner, the current policy, or the dataset."""
@@ -321,8 +402,9 @@ class DynamicDAPOTrainer(GRPOTrainer):
         if n <= 0 or not self.accelerator.is_main_process:
             return
         ce = None
-        if refine is not None and refine.n_refined:
-            idx = torch.tensor([i for i in range(refine.n) if refine.refined[i]], device=prompt_ids.device)
+        shown = [i for i in sample_order(refine, refine.n)[:n] if refine.refined[i]] if refine is not None else []
+        if shown:  # the policy's CE on y' only for the refined rows that get logged (issue 8: was every refined row)
+            idx = torch.tensor(shown, device=prompt_ids.device)
             with torch.no_grad():
                 model = self.accelerator.unwrap_model(self.model)
                 part = policy_ce_on_refined(model, prompt_ids[idx], prompt_mask[idx], refine.refined_ids[idx],
@@ -343,6 +425,8 @@ class DynamicDAPOTrainer(GRPOTrainer):
         if self.refine_target is not None:
             l_dc = self._dynamic_constraint(model, inputs, mode)  # MODE dynamic: L = L_DAPO + λ·L_DC
             loss = loss + self.lam * l_dc
+        if self._relift_pending is not None and mode == "train":  # ReLIFT step: L += sft_coef · L_SFT
+            loss = loss + self._relift_sft(model)
         return loss
 
     def _dynamic_constraint(self, model, inputs, mode: str) -> torch.Tensor:
@@ -404,6 +488,8 @@ class DynamicDAPOTrainer(GRPOTrainer):
             optimizer_step=self.state.global_step,
             **self.timer.as_columns(),
         )
+        if self.relift is not None:
+            row["relift_sft_ce"] = nanmean(u["relift_sft_ce"])
         if self.accelerator.is_main_process:
             self.run.log_metrics(row)
             if self._bar is not None:
