@@ -56,6 +56,10 @@ def generate(
     eos_set = set(eos_ids if isinstance(eos_ids, (list, tuple)) else [eos_ids])
     prev_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
+    # A model handed over by a trainer is in training mode, often with gradient checkpointing on, which turns the
+    # KV cache off and (transformers 5.23) makes greedy decoding emit garbage: decode in eval mode, then restore.
+    was_training = model.training
+    model.eval()
     device = next(model.parameters()).device
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     it = batches
@@ -98,4 +102,5 @@ def generate(
                 results[i] = Generation(text=text, token_ids=ids, truncated=not (ended or hit_stop))
     finally:
         tokenizer.padding_side = prev_side
+        model.train(was_training)
     return results  # type: ignore[return-value]
