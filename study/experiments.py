@@ -624,7 +624,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
 # headline -> candidate keys in the reference's metrics.json (first present wins; then any key containing it)
 REFERENCE_HEADLINES = {
     "pass@1": ["solve_pass@1_greedy", "pass@1"],
-    "verbatim rate (correct candidates)": ["refine_variant_correct.verbatim", "refine_own_correct.verbatim", "verbatim"],
+    "verbatim rate (own correct samples)": ["refine_own_correct.verbatim", "verbatim"],
+    "verbatim rate (correct candidates in other forms)": ["refine_variant_correct.verbatim"],
     "improvement ratio at step 0 (own failing samples)": ["refine_own_failing.improved", "improvement_ratio", "improved"],
     "parameters": ["parameters", "params"],
     "train seconds": ["train_seconds", "wall_time_s", "wall_time"],
