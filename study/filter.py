@@ -1,6 +1,7 @@
 """The filter of Eq. 6 (paper Sec. 3.3, App. B): keep a refinement only if it earns a higher reward.
 
-    keep_i = 1[ r(x, y'_i) > r(x, y_i) ]            (filter on)
+    keep_i = 1[ r(x, y'_i) > r(x, y_i) + tol ]      (filter on; tol = 1e-6 absorbs float32/float64 round-off,
+                                                     so an unchanged refinement never counts as improved)
     keep_i = 1[ y'_i exists ]                        (filter off, the App. B ablation)
 
 ``improvement_ratio`` is the paper's Fig. 5(b) quantity: the share of *all* rollouts whose refinement beats
@@ -10,6 +11,10 @@ them (rollouts that were never refined, e.g. because they already had the maximu
 from __future__ import annotations
 
 from typing import Sequence
+
+
+TOL = 1e-6
+"""Rewards closer than this are ties (rollout rewards pass through float32 tensors, refinement rewards do not)."""
 
 
 def keep_improved(
@@ -25,7 +30,7 @@ def keep_improved(
         if r_ref is None:
             keep.append(False)
         elif enabled:
-            keep.append(float(r_ref) > float(r))
+            keep.append(float(r_ref) > float(r) + TOL)
         else:
             keep.append(True)
     return keep
@@ -44,4 +49,4 @@ def needs_refinement(rewards: Sequence[float], max_reward: float | None) -> list
     improved, so the filter would drop its refinement anyway; issue 8's first saving)."""
     if max_reward is None:
         return [True] * len(rewards)
-    return [float(r) < max_reward for r in rewards]
+    return [float(r) < max_reward - TOL for r in rewards]

@@ -19,3 +19,11 @@ def test_improvement_ratio_counts_unrefined_as_not_improved():
 def test_needs_refinement_skips_max_reward():
     assert needs_refinement([1.0, 0.3, -1.0], 1.0) == [False, True, True]
     assert needs_refinement([1.0, 5.0], None) == [True, True]
+
+
+def test_float32_round_off_is_a_tie_not_an_improvement():
+    import torch
+
+    r = torch.tensor([0.35, 1.0], dtype=torch.float32).tolist()  # 0.3499999940395355, as rollouts carry it
+    assert keep_improved(r, [-0.3 + 1.3 * 0.5, 1.0]) == [False, False]
+    assert needs_refinement(r, 1.0) == [True, False]
