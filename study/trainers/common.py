@@ -195,9 +195,10 @@ def refine_and_filter(
     ref_rewards: list[float | None] = [None] * len(rows)
     token_ids: list[list[int]] = [[] for _ in rows]
     if idx:
-        scored = score(reward_fn, [rows[i] for i in idx], [g.text for g in gens], [g.token_ids for g in gens])
+        scored = _score_refined(reward_fn, rows, responses, rewards, idx, gens)
         for i, g, r in zip(idx, gens, scored):
             texts[i], ref_rewards[i], token_ids[i] = g.text, r, list(g.token_ids)
+    # (TRL hands DAPO float32 task rewards, ``score`` returns float64: keep_improved treats round-off as a tie)
     keep = keep_improved(rewards, ref_rewards, enabled=filter_enabled)
     # an empty y' (e.g. no dataset reference) carries no tokens to imitate
     keep = [k and len(t) > 0 for k, t in zip(keep, token_ids)]
@@ -214,6 +215,28 @@ def refine_and_filter(
         n_skipped_max=len(rows) - len(idx),
         token_ids=token_ids,
     )
+
+
+def _score_refined(reward_fn: Callable, rows: list[dict], responses: Sequence[str], rewards: Sequence[float],
+                   idx: list[int], gens: list[Generation]) -> list[float]:
+    """r(x, y') for rows ``idx``. The reward is a function of the row and the text, so two computations are reused
+    (issue 8; same values, fewer sandbox runs): a y' that repeats y verbatim gets r(x, y), and identical (x, y')
+    pairs (the greedy refiner on equal responses of a group) are scored once."""
+    out: list[float | None] = [None] * len(idx)
+    todo: dict[tuple, list[int]] = {}
+    for k, (i, g) in enumerate(zip(idx, gens)):
+        if g.text == responses[i]:
+            out[k] = float(rewards[i])
+        else:
+            todo.setdefault((rows[i].get("task_id"), rows[i].get("problem"), g.text), []).append(k)
+    if todo:
+        first = [ks[0] for ks in todo.values()]
+        scored = score(reward_fn, [rows[idx[k]] for k in first], [gens[k].text for k in first],
+                       [gens[k].token_ids for k in first])
+        for ks, r in zip(todo.values(), scored):
+            for k in ks:
+                out[k] = r
+    return out  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,6 +336,16 @@ def _tokens(tokenizer, ids: Sequence[int]) -> list[str]:
     return [tokenizer.decode([int(t)]) for t in ids]
 
 
+def sample_order(refine: RefineResult | None, n_rows: int) -> list[int]:
+    """The row order of samples.jsonl: kept pairs first, then other refined ones, then the rest, each in batch
+    order (``sample_rows`` logs the first ``n``; only those need the policy's CE on y')."""
+    if refine is None:
+        return list(range(n_rows))
+    keep = refine.keep.tolist()
+    return ([i for i in range(n_rows) if keep[i]] + [i for i in range(n_rows) if refine.refined[i] and not keep[i]]
+            + [i for i in range(n_rows) if not refine.refined[i]])
+
+
 def sample_rows(
     step: int,
     rows: Sequence[Any],
@@ -333,12 +366,7 @@ def sample_rows(
         return []
     rows = [as_row(r) for r in rows]
     N = len(rows)
-    if refine is not None:
-        keep = refine.keep.tolist()
-        order = ([i for i in range(N) if keep[i]] + [i for i in range(N) if refine.refined[i] and not keep[i]]
-                 + [i for i in range(N) if not refine.refined[i]])
-    else:
-        order = list(range(N))
+    order = sample_order(refine, N)
     out = []
     for i in order[:n]:
         refined = refine is not None and refine.refined[i]

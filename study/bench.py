@@ -1,0 +1,257 @@
+"""``study bench``: timings (never in tests). Each benchmark prints a table; the last line is ``ratio <x>``.
+
+    study bench refiner-overhead                       # DAPO vs DAPO+dynamic, A B A B, 3 repeats x 5 steps, mini:mini
+    study bench refiner-overhead --repeats 5 --steps 10 --trl   # + plain TRL GRPOTrainer vs our trainer (mode none)
+    study bench refiner-overhead --smoke --repeats 1 --steps 1  # seconds, the smoke model (CI / tests)
+    study bench sandbox --workers 2 --repeats 3        # benchmarks/sandbox_throughput.py
+
+Refiner overhead (issue 8; paper: DAPO 17.8 h vs DAPO+dynamic 26.3 h, +48%): the same seed and settings trained
+``--steps`` RL steps with ``configs/<world>/dapo.yaml`` (A) and ``dapo_dynamic.yaml`` (B), interleaved A B A B in
+one process so background load hits both alike, each through ``study.train.run_training`` with
+``eval_benchmarks=[]`` and ``checkpoint_every=0``. Per-phase wall times are read back from each run's
+metrics.jsonl (``time_rollout``, ``time_reward``, ``time_refine``, ``time_update``, ``time_step``), summed over the
+run's steps, then the median over repeats is printed per phase. The ratio is B/A of the summed step time, per
+repeat (min/median/max). The learning metrics of the last step (reward, improvement ratio) are printed too, so an
+optimisation can be checked not to change what is learned.
+
+``--trl`` adds a second comparison: TRL's own ``GRPOTrainer`` against our ``DynamicDAPOTrainer`` with the refiner
+off and dynamic sampling off (constraint mode none), same GRPOConfig (``study.trainers.dapo.grpo_args``), dataset
+and reward; wall time of ``trainer.train()``; ``ratio_trl <ours / TRL>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from study.errors import UserError
+
+PHASES = ("rollout", "reward", "refine", "update", "step")
+LEARNING = ("reward_mean", "pass_rate", "improvement_ratio", "kept_frac", "refined_reward_mean", "dynamic_ce")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# refiner overhead: DAPO vs DAPO + dynamic
+
+
+def bench_configs(world: str, steps: int, model: str | None, seed: int, extra: list[str] | None = None):
+    """(dapo, dynamic) TrainConfigs of ``configs/<world>/``, with the benchmark's overrides applied."""
+    from study.config import load_config
+
+    root = Path(__file__).resolve().parent.parent / "configs" / world
+    overrides = [f"steps={steps}", "eval_benchmarks=[]", "checkpoint_every=0", f"seed={seed}"] + list(extra or [])
+    if model:
+        overrides.append(f"model={model}")
+    a = load_config(root / "dapo.yaml", overrides)
+    b = load_config(root / "dapo_dynamic.yaml", overrides)
+    da, db = a.model_dump(), b.model_dump()
+    diff = sorted(k for k in da if da[k] != db[k] and k not in ("name", "constraint"))
+    if diff:
+        raise UserError(f"configs/{world}/dapo.yaml and dapo_dynamic.yaml differ beyond name/constraint: {diff}")
+    return a, b
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise UserError(f"no metrics.jsonl in {run_dir}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_summary(rows: list[dict]) -> dict[str, float]:
+    """Phase times summed over the run's steps, plus the last step's learning metrics."""
+    out = {f"time_{p}": sum(float(r.get(f"time_{p}") or 0.0) for r in rows) for p in PHASES}
+    last = rows[-1] if rows else {}
+    for k in LEARNING:
+        v = last.get(k)
+        out[k] = float("nan") if v is None else float(v)  # NaN is written as null
+    out["steps"] = len(rows)
+    return out
+
+
+def train_once(cfg, runs_dir: Path) -> dict[str, float]:
+    from study.train import run_training
+
+    run_dir = run_training(cfg, runs_dir)
+    return run_summary(read_metrics(run_dir))
+
+
+def _nanmedian(xs) -> float:
+    vals = [x for x in xs if x == x]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def _stats(xs: list[float]) -> tuple[float, float, float]:
+    return min(xs), statistics.median(xs), max(xs)
+
+
+def refiner_overhead(repeats: int = 3, steps: int = 5, world: str = "mini", model: str | None = None,
+                     seed: int = 0, extra: list[str] | None = None, print_fn=print) -> dict:
+    """Interleaved A (DAPO) / B (DAPO+dynamic) runs; prints the table and ``ratio <B/A>``; returns the numbers."""
+    if repeats < 1 or steps < 1:
+        raise UserError("--repeats and --steps must be >= 1")
+    cfg_a, cfg_b = bench_configs(world, steps, model, seed, extra)
+    results: dict[str, list[dict]] = {"dapo": [], "dynamic": []}
+    with tempfile.TemporaryDirectory(prefix="bench-refiner-") as tmp:
+        for rep in range(repeats):
+            for label, cfg in (("dapo", cfg_a), ("dynamic", cfg_b)):
+                cfg_r = cfg.model_copy(update={"name": f"{label}-r{rep}"})
+                results[label].append(train_once(cfg_r, Path(tmp)))
+    ratios = [b["time_step"] / a["time_step"] for a, b in zip(results["dapo"], results["dynamic"])]
+    print_fn(f"{cfg_b.model}  repeats={repeats} steps={steps}  B={cfg_b.rollout.num_prompts}x"
+             f"{cfg_b.rollout.num_generations}  refiner max_new_tokens={cfg_b.refiner.max_new_tokens}")
+    print_fn(f"{'phase (s, summed over steps, median over repeats)':52s} {'dapo':>9s} {'dynamic':>9s}")
+    for p in PHASES:
+        a = statistics.median(r[f"time_{p}"] for r in results["dapo"])
+        b = statistics.median(r[f"time_{p}"] for r in results["dynamic"])
+        print_fn(f"{'time_' + p:52s} {a:9.2f} {b:9.2f}")
+    for k in LEARNING:
+        a = _nanmedian([r[k] for r in results["dapo"]])
+        b = _nanmedian([r[k] for r in results["dynamic"]])
+        print_fn(f"{'last step ' + k + ' (median)':52s} {a:9.3f} {b:9.3f}")
+    share = statistics.median(r["time_refine"] / r["time_step"] for r in results["dynamic"])
+    print_fn(f"refine share of dynamic step time (median): {share:.3f}")
+    lo, med, hi = _stats(ratios)
+    print_fn(f"dynamic/dapo step time over repeats: min {lo:.3f}  median {med:.3f}  max {hi:.3f}")
+    print_fn(f"ratio {med:.3f}")
+    return {"results": results, "ratios": ratios, "ratio": med, "refine_share": share}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# plain TRL GRPOTrainer vs our DynamicDAPOTrainer (refiner off, dynamic sampling off)
+
+
+def _trl_trainer(cfg, tmp: Path, plain: bool):
+    from transformers.trainer_callback import ProgressCallback
+    from trl import GRPOTrainer
+    from trl.rewards import get_soft_overlong_punishment
+
+    from study.runs import RunLog
+    from study.train import build_components, seed_everything
+    from study.trainers.dapo import build_dataset, build_trainer, grpo_args
+
+    seed_everything(cfg.seed)
+    comp = build_components(cfg)
+    out = tmp / ("trl" if plain else "ours")
+    if not plain:
+        run = RunLog(out, cfg.model_dump(mode="json"), cfg.seed, cfg.hash())
+        trainer = build_trainer(cfg, comp, run)
+    else:
+        reward_funcs = [comp.reward_fn]
+        if cfg.dapo.overlong_buffer > 0:
+            reward_funcs.append(get_soft_overlong_punishment(cfg.rollout.max_completion_length,
+                                                             cfg.dapo.overlong_buffer))
+        trainer = GRPOTrainer(model=comp.policy, reward_funcs=reward_funcs,
+                              args=grpo_args(cfg, out / "checkpoints", comp.device),
+                              train_dataset=build_dataset(comp.problems, comp.tokenizer,
+                                                          cfg.rollout.max_prompt_length),
+                              processing_class=comp.tokenizer)
+        trainer.remove_callback(ProgressCallback)
+    trainer.args.save_strategy = "no"
+    # time spent in no-grad log-prob forwards: in ours (mode none, one micro-batch) these are the KL(π_θ‖π_ref)
+    # logging forwards (policy + reference) that TRL does not run; the loss forward runs with grad
+    trainer._bench_nograd_s = 0.0
+    inner = trainer._get_per_token_logps_and_entropies
+
+    def timed(*a, **kw):
+        import torch
+
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            if not torch.is_grad_enabled():
+                trainer._bench_nograd_s += time.perf_counter() - t0
+
+    trainer._get_per_token_logps_and_entropies = timed
+    return trainer
+
+
+def trl_overhead(repeats: int = 3, steps: int = 5, world: str = "mini", model: str | None = None, seed: int = 0,
+                 extra: list[str] | None = None, print_fn=print) -> dict:
+    """Wall time of ``train()`` for TRL's GRPOTrainer and ours (mode none, no dynamic sampling), interleaved."""
+    cfg, _ = bench_configs(world, steps, model, seed, ["dapo.dynamic_sampling=false"] + list(extra or []))
+    walls: dict[str, list[float]] = {"trl": [], "ours": []}
+    nograd: dict[str, list[float]] = {"trl": [], "ours": []}
+    with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:
+        for rep in range(repeats):
+            for label in ("trl", "ours"):
+                trainer = _trl_trainer(cfg, Path(tmp) / f"r{rep}", plain=label == "trl")
+                t0 = time.perf_counter()
+                trainer.train()
+                walls[label].append(time.perf_counter() - t0)
+                nograd[label].append(trainer._bench_nograd_s)
+    ratios = [o / t for t, o in zip(walls["trl"], walls["ours"])]
+    print_fn(f"{'train() wall (s), mode none, no dynamic sampling':52s} {'min':>9s} {'median':>9s} {'max':>9s}")
+    for label, name in (("trl", "TRL GRPOTrainer"), ("ours", "DynamicDAPOTrainer")):
+        lo, med, hi = _stats(walls[label])
+        print_fn(f"{name:52s} {lo:9.2f} {med:9.2f} {hi:9.2f}")
+    for label, name in (("trl", "  of which no-grad log-prob forwards (TRL)"),
+                        ("ours", "  of which no-grad log-prob forwards (ours: KL logging)")):
+        lo, med, hi = _stats(nograd[label])
+        print_fn(f"{name:52s} {lo:9.2f} {med:9.2f} {hi:9.2f}")
+    lo, med, hi = _stats(ratios)
+    print_fn(f"ours/TRL over repeats: min {lo:.3f}  median {med:.3f}  max {hi:.3f}")
+    print_fn(f"ratio_trl {med:.3f}")
+    return {"walls": walls, "nograd": nograd, "ratios": ratios, "ratio": med}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bench", metavar="BENCHMARK")
+    r = sub.add_parser("refiner-overhead", help="DAPO vs DAPO+dynamic step time (and --trl: TRL vs ours)")
+    r.add_argument("--repeats", type=int, default=3, help="A/B pairs (default 3)")
+    r.add_argument("--steps", type=int, default=5, help="RL steps per run (default 5)")
+    r.add_argument("--model", default=None, help="model spec for both runs (default: the configs', mini:mini)")
+    r.add_argument("--smoke", action="store_true", help="configs/smoke/ and the smoke model (seconds)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for both runs (repeatable), e.g. refiner.max_new_tokens=64")
+    r.add_argument("--trl", action="store_true", help="also TRL GRPOTrainer vs DynamicDAPOTrainer (mode none)")
+    r.add_argument("--trl-only", action="store_true", help="only the TRL comparison")
+    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    s = sub.add_parser("sandbox", help="sandbox throughput on HumanEval (benchmarks/sandbox_throughput.py)")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--timeout", type=float, default=3.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench == "sandbox":
+        import runpy
+        import sys
+
+        script = Path(__file__).resolve().parent.parent / "benchmarks" / "sandbox_throughput.py"
+        if not script.exists():
+            raise UserError(f"not found: {script} (run from a source checkout)")
+        argv = sys.argv
+        sys.argv = [str(script), "--workers", str(args.workers), "--repeats", str(args.repeats),
+                    "--timeout", str(args.timeout)]
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        finally:
+            sys.argv = argv
+        return 0
+    if args.bench != "refiner-overhead":
+        raise UserError("choose a benchmark: refiner-overhead | sandbox")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    world = "smoke" if args.smoke else "mini"
+    model = args.model
+    extra = list(args.overrides) + [f"torch_threads={args.threads}"]
+    res = None
+    if not args.trl_only:
+        res = refiner_overhead(args.repeats, args.steps, world, model, args.seed, extra)
+    if args.trl or args.trl_only:
+        trl_overhead(args.repeats, args.steps, world, model, args.seed, extra)
+        if res is not None:
+            print(f"ratio {res['ratio']:.3f}")  # the last line stays the dynamic/DAPO ratio
+    return 0
