@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from study.data import read_jsonl, require_fields
+from study.data import read_jsonl, require_fields, require_file
 from study.errors import UserError
 from study.problems import Problem, TestSuite
 
@@ -71,9 +71,7 @@ def apps_problem(rec: dict, path: Path, lineno: int) -> Problem:
 
 def load_apps(path: str | os.PathLike, limit: int | None = None) -> list[Problem]:
     """APPS problems of a local JSONL file (the first ``limit`` records when given)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"apps: data file not found: {path}")
+    path = require_file(path, "apps")
     problems = []
     for lineno, rec in read_jsonl(path):
         if limit is not None and len(problems) >= limit:

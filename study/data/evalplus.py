@@ -31,9 +31,8 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
-from study.data import read_jsonl, require_fields
+from study.data import read_jsonl, require_fields, require_file
 from study.data.humaneval import import_lines, prompt_context
 from study.errors import UserError
 from study.problems import Problem, TestSuite
@@ -168,9 +167,7 @@ def plus_tests(entry: str, inputs: list, expected: list, atol: float, context: s
 
 def load_evalplus(path: str | os.PathLike, flavour: str = "humaneval_plus") -> list[Problem]:
     """HumanEval+ (``flavour='humaneval_plus'``) or MBPP+ (``'mbpp_plus'``) problems from a release JSONL."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{flavour}: data file not found: {path}")
+    path = require_file(path, flavour)
     records = []
     for lineno, rec in read_jsonl(path):
         require_fields(rec, FIELDS, path, lineno)

@@ -18,8 +18,7 @@ import ast
 import os
 from pathlib import Path
 
-from study.data import read_jsonl, require_fields
-from study.errors import UserError
+from study.data import read_jsonl, require_fields, require_file
 from study.problems import Problem, TestSuite
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
@@ -69,9 +68,7 @@ def humaneval_problem(rec: dict, source: str = "humaneval") -> Problem:
 
 def load_humaneval(path: str | os.PathLike | None = None) -> list[Problem]:
     """All 164 HumanEval problems (``path``: another file in the same JSONL/JSONL.gz format)."""
-    path = Path(path) if path else default_path()
-    if not path.is_file():
-        raise UserError(f"humaneval: data file not found: {path}")
+    path = require_file(path or default_path(), "humaneval")
     problems = []
     for lineno, rec in read_jsonl(path):
         require_fields(rec, FIELDS, path, lineno)

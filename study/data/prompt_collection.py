@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from study.data import read_jsonl
+from study.data import read_jsonl, require_file
 from study.errors import UserError
 from study.problems import Problem, TestSuite
 
@@ -34,9 +34,7 @@ def _messages(rec: dict, path: Path, lineno: int) -> list[dict]:
 
 def load_prompt_collection(path: str | os.PathLike, limit: int | None = None) -> list[Problem]:
     """Dialogue prompts as Problems with ``source='prompt_collection'`` and no tests."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prompt_collection: data file not found: {path}")
+    path = require_file(path, "prompt_collection")
     problems = []
     for lineno, rec in read_jsonl(path):
         if limit is not None and len(problems) >= limit:
