@@ -589,8 +589,6 @@ TIME_COLUMNS = ["time_rollout", "time_reward", "time_refine", "time_update", "ti
 def cost_table(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
                seeds: Iterable[int] | None = None, train_missing: bool = True):
     """Training time per variant: mean over seeds of the summed per-step times (s), and the ratio to the first."""
-    import pandas as pd
-
     df = load_group(group, profile, runs_dir, seeds, train_missing)
     per_run = df.groupby(["label", "seed"], observed=True)[TIME_COLUMNS].sum(min_count=1).reset_index()
     agg = per_run.groupby("label", observed=True)[TIME_COLUMNS].mean().reset_index()

@@ -278,7 +278,7 @@ def render_code(spec: Spec, form: int = 0, v: str = _ELEM[0], acc: str = _ACC[0]
     c = dict(spec.consts)
     if spec.family == "chain":
         x = acc if form == 1 else "x"
-        lines = [f"def chain(x):"]
+        lines = ["def chain(x):"]
         if form == 1:
             lines.append(f"    {acc} = x")
         for op, k in c["steps"]:

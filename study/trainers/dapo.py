@@ -45,7 +45,6 @@ checkpoints under ``<run>/checkpoints/checkpoint-<optimiser step>``.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections import defaultdict

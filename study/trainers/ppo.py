@@ -409,7 +409,6 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     mode = cfg.constraint.mode
     device = components.device
     policy, reference, tokenizer = components.policy, components.reference, components.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     temperature = cfg.rollout.temperature
     G = cfg.rollout.num_generations
     N = cfg.rollout.num_prompts * G
