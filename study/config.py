@@ -130,6 +130,48 @@ class ReLIFTConfig(_Strict):
     """Most (prompt, reference) pairs held (one per question; the oldest are dropped first)."""
 
 
+class SpeedConfig(_Strict):
+    """How the step is computed, not what is learned (issue 8): each switch trades nothing but float round-off
+    (and ``kl_every``, which only thins the logged KL). Defaults are the fast paths; left at the defaults the
+    section is absent from the config hash, so runs made before it existed keep their cache key."""
+
+    kl_every: int = Field(default=1, ge=0)
+    """Log KL(π_θ‖π_ref) every N-th RL step (step 1 always; 0 = never; other rows hold NaN). Each logged step
+    costs one no-grad forward of the reference (free in static mode, where the loss needs it anyway)."""
+    kl_from_loss: bool = True
+    """DAPO: take π_θ's log-probs for the logged KL from the loss forward instead of a separate no-grad forward.
+    Used only where TRL itself skips ``old_per_token_logps`` (steps_per_generation · num_iterations = 1), i.e.
+    where the loss forward sees exactly the sampling policy."""
+    fuse_dc_forward: bool = True
+    """DAPO: compute L_DC's CE on the kept (x, y') rows in the same policy forward as L_DAPO (one forward and
+    backward over B + K rows instead of two). Applies when the rollout temperature is 1 (TRL's log-probs are
+    temperature-scaled; L_DC is the CE at temperature 1)."""
+    gradient_checkpointing: bool = True
+    """DAPO: recompute activations in the backward pass instead of storing them (TRL's default: memory for
+    compute). Worth it on a GPU with a real model; on a CPU with the mini model it only costs time."""
+
+
+class VLLMConfig(_Strict):
+    """vLLM generation (issue 6; the ``gpu`` extra, CUDA only). Off by default (then absent from the config hash).
+    Never executed on the project's CPU machines: see README "On a GPU server"."""
+
+    rollouts: bool = False
+    """DAPO: sample rollouts with vLLM through TRL (``GRPOConfig.use_vllm``); the policy's weights are synced to
+    the engine every step by TRL."""
+    mode: Literal["colocate", "server"] = "colocate"
+    """TRL's ``vllm_mode``: ``colocate`` runs the engine inside each training process; ``server`` talks to a
+    separate ``trl vllm-serve`` process (``server_base_url``)."""
+    server_base_url: str | None = None
+    """``server`` mode: URL of the ``trl vllm-serve`` process (``None``: TRL's host/port defaults)."""
+    gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    """``colocate`` mode: the rollout engine's share of GPU memory."""
+    refiner: bool = False
+    """Refine with a separate ``vllm.LLM`` holding the frozen reference (its weights never change, so TRL's
+    rollout engine cannot serve it). Uses ``vllm.LLM.chat`` with greedy ``SamplingParams``."""
+    refiner_gpu_memory_utilization: float = Field(default=0.2, gt=0, le=1)
+    """The refiner engine's share of GPU memory."""
+
+
 class PPOConfig(_Strict):
     gamma: float = Field(default=1.0, ge=0, le=1)
     """Discount γ (Table 2: 1)."""
@@ -178,6 +220,8 @@ class TrainConfig(_Strict):
     dapo: DAPOConfig = DAPOConfig()
     ppo: PPOConfig = PPOConfig()
     relift: ReLIFTConfig = ReLIFTConfig()
+    speed: SpeedConfig = SpeedConfig()
+    vllm: VLLMConfig = VLLMConfig()
     samples_per_step: int = Field(default=4, ge=0)
     """Samples (prompt, response, refinement, rewards, token CE) logged per step."""
     checkpoint_every: int = Field(default=0, ge=0)
@@ -193,6 +237,9 @@ class TrainConfig(_Strict):
             raise ValueError("ppo.mini_batch_size is larger than the batch (rollout.num_prompts * num_generations)")
         if self.reward == "reward_model" and not self.reward_model:
             raise ValueError("reward: reward_model needs reward_model: PATH")
+        if self.vllm.rollouts and self.trainer != "dapo":
+            raise ValueError("vllm.rollouts needs trainer: dapo (TRL's use_vllm; the PPO trainer generates with "
+                             "transformers)")
         if self.relift.enabled and self.trainer != "dapo":
             raise ValueError("relift.enabled needs trainer: dapo (ReLIFT is implemented in the DAPO trainer)")
         if self.relift.enabled and self.reward == "reward_model":
@@ -205,6 +252,10 @@ class TrainConfig(_Strict):
         d = self.model_dump(mode="json")
         if self.relift == ReLIFTConfig():  # added later (issue 9): off-by-default keeps earlier runs' hashes
             d.pop("relift")
+        if self.speed == SpeedConfig():  # added later (issue 8): the same
+            d.pop("speed")
+        if self.vllm == VLLMConfig():  # added later (issue 6): the same
+            d.pop("vllm")
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

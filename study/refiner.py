@@ -37,9 +37,22 @@ class Refiner:
         return [refine_messages(p, r, self.task) for p, r in zip(problems, responses)]
 
     def refine(self, problems: list[str], responses: list[str]) -> list[Generation]:
-        """One refined response y' per (x, y). Empty input -> empty output."""
+        """One refined response y' per (x, y). Empty input -> empty output.
+
+        Greedy decoding (temperature 0) is a function of its input, so each distinct (x, y) is refined once and
+        the result shared by its copies (a small policy often samples the same response several times in a
+        group; issue 8). Sampled refinement (temperature > 0) draws independently for every copy."""
         if not problems:
             return []
+        pairs = list(zip(problems, responses))
+        if self.temperature == 0:
+            distinct = list(dict.fromkeys(pairs))
+            if len(distinct) < len(pairs):
+                out = dict(zip(distinct, self._refine([x for x, _ in distinct], [y for _, y in distinct])))
+                return [out[p] for p in pairs]
+        return self._refine(problems, responses)
+
+    def _refine(self, problems: list[str], responses: list[str]) -> list[Generation]:
         msgs = self.prompts(problems, responses)
         if self.backend == "vllm":
             return _refine_vllm(self.model, self.tokenizer, msgs, self.max_new_tokens, self.temperature)

@@ -96,6 +96,26 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def require_vllm(cfg: TrainConfig) -> None:
+    """A one-line error (exit 2) when the config asks for vLLM and it is not installed."""
+    if not (cfg.vllm.rollouts or cfg.vllm.refiner):
+        return
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise UserError("the config asks for vLLM (vllm.rollouts / vllm.refiner) but it is not installed: "
+                        "pip install -e '.[gpu]' on a CUDA machine, or --set vllm.rollouts=false "
+                        "--set vllm.refiner=false") from None
+
+
+def vllm_engine(cfg: TrainConfig, path: str):  # pragma: no cover - needs vLLM and CUDA
+    """``vllm.LLM`` for the frozen refiner: greedy decoding is set per call (``study.refiner._refine_vllm``)."""
+    import vllm
+
+    return vllm.LLM(model=str(path), dtype=cfg.dtype, seed=cfg.seed,
+                    gpu_memory_utilization=cfg.vllm.refiner_gpu_memory_utilization)
+
+
 def build_components(cfg: TrainConfig) -> Components:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,8 +145,11 @@ def build_components(cfg: TrainConfig) -> Components:
             rpath = resolve_model_path(cfg.refiner.model)
             ref_tok = AutoTokenizer.from_pretrained(rpath)
             ref_model = AutoModelForCausalLM.from_pretrained(rpath, dtype=dtype).to(device).eval()
+        backend = "transformers"
+        if cfg.vllm.refiner:  # the frozen reference in its own vLLM engine (issue 6)
+            ref_model, backend = vllm_engine(cfg, resolve_model_path(cfg.refiner.model or cfg.model)), "vllm"
         refiner = Refiner(ref_model, ref_tok, task=cfg.refiner.task, max_new_tokens=cfg.refiner.max_new_tokens,
-                          temperature=cfg.refiner.temperature, batch_size=cfg.refiner.batch_size)
+                          temperature=cfg.refiner.temperature, batch_size=cfg.refiner.batch_size, backend=backend)
     return Components(policy, reference, tokenizer, problems, reward_fn, max_reward, refiner, device)
 
 
@@ -139,6 +162,7 @@ def run_training(cfg: TrainConfig, runs_dir: str | Path = "runs", resume: bool =
     """Train one config; returns the run folder."""
     from study.runs import RunLog
 
+    require_vllm(cfg)
     seed_everything(cfg.seed)
     run_dir = Path(runs_dir) / cfg.name
     components = build_components(cfg)
@@ -164,8 +188,15 @@ def describe_plan(cfg: TrainConfig) -> str:
         f"reward     {cfg.reward}",
         f"constraint {c.mode}  λ={c.coef}  β={c.kl_coef}  filter={c.filter}  scope={c.ce_scope}  target={c.target}",
         f"optim      lr={cfg.optim.learning_rate}  critic_lr={cfg.optim.critic_learning_rate}",
+        f"generate   rollouts={'vllm (' + cfg.vllm.mode + ')' if cfg.vllm.rollouts else 'transformers'}  "
+        f"refiner={'vllm' if cfg.vllm.refiner else 'transformers'}",
         f"eval       {cfg.eval_benchmarks or '-'}",
     ]
+    if cfg.vllm.rollouts or cfg.vllm.refiner:
+        try:
+            require_vllm(cfg)
+        except UserError:
+            lines.append("note       vLLM is not installed here: training with this config would stop at once")
     return "\n".join(lines)
 
 

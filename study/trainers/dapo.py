@@ -8,7 +8,8 @@ One RL step (= one generation batch of ``rollout.num_prompts`` prompts x G sampl
                  punishment when ``dapo.overlong_buffer > 0``), group-normalised advantages (TRL);
                  DAPO dynamic sampling: drop groups whose rewards are all equal, refill with fresh prompts
                  (at most ``dapo.max_sampling_rounds`` rounds; the batch size B never changes).
-    2. KL        log KL(π_θ‖π_ref) on the sampled tokens with the frozen reference, in every mode (Fig. 4).
+    2. KL        log KL(π_θ‖π_ref) on the sampled tokens with the frozen reference, in every mode (Fig. 4);
+                 π_θ's log-probs come from the loss forward where that is exact (``speed``, issue 8).
     3. refine    (dynamic mode) responses below the reward ceiling go to the refiner; y' is scored with the
                  same task reward; the filter keeps y' only if r(y') > r(y) (Eq. 6).
     4. update    loss = L_DAPO + β·KL (static) + λ·L_DC (dynamic), one or more optimiser steps (TRL).
@@ -122,6 +123,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self.relift_buffer: dict[str, dict] = {}
         self._relift_pending: tuple[torch.Tensor, ...] | None = None
         self._rounds_info: list[dict] = []
+        self._loss_forward: dict | None = None  # set while TRL's loss forward runs (_compute_loss)
 
     # ------------------------------------------------------------------------------------------------------------
     # 1. rollout: rewards of each round, dynamic sampling
@@ -259,21 +261,25 @@ class DynamicDAPOTrainer(GRPOTrainer):
         prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
         completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
 
-        # 2. KL(π_θ‖π_ref) on the sampled tokens (logged in every mode)
+        # 2. KL(π_θ‖π_ref) on the sampled tokens (logged in every mode; speed.kl_every thins it)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            pc_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-            attn = torch.cat([prompt_mask, completion_mask], dim=1)
-            T = completion_ids.size(1)
-            ref_logps = batch.get("ref_per_token_logps")
-            if ref_logps is None:
-                ref_logps = self._get_per_token_logps_and_entropies(self.reference, pc_ids, attn, T)[0]
-            pol_logps = batch.get("old_per_token_logps")
-            if pol_logps is None:
-                pol_logps = self._get_per_token_logps_and_entropies(self.model, pc_ids, attn, T)[0]
-            kl_tok = static_kl(pol_logps, ref_logps, self.cfg.constraint.kl_estimator) * completion_mask
-            kl_sum = self.accelerator.gather(torch.stack([kl_tok.sum(), completion_mask.sum().float()]).view(1, 2))
-            kl = (kl_sum[:, 0].sum() / kl_sum[:, 1].sum().clamp(min=1)).item()
+        kl = float("nan")
+        ref_logps = batch.get("ref_per_token_logps")  # MODE static: TRL computed them for the loss
+        every = self.cfg.speed.kl_every
+        if ref_logps is not None or (every > 0 and (self.rl_step - 1) % every == 0):
+            with torch.no_grad():
+                pc_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+                attn = torch.cat([prompt_mask, completion_mask], dim=1)
+                T = completion_ids.size(1)
+                if ref_logps is None:
+                    ref_logps = self._get_per_token_logps_and_entropies(self.reference, pc_ids, attn, T)[0]
+                pol_logps = batch.get("old_per_token_logps")
+                if pol_logps is None and self.cfg.speed.kl_from_loss:
+                    batch["kl_ref_logps"] = ref_logps  # π_θ's side comes from the loss forward (_compute_loss)
+                else:
+                    if pol_logps is None:
+                        pol_logps = self._get_per_token_logps_and_entropies(self.model, pc_ids, attn, T)[0]
+                    kl = self._gathered_kl(pol_logps, ref_logps, completion_mask)
         self.timer.add("rollout", time.perf_counter() - t0)
 
         # 3. MODE dynamic: refine after scoring, filter, attach y' for the λ·CE term
@@ -287,6 +293,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
                 if self.cfg.constraint.ce_scope == "from_first_diff":
                     loss_mask = first_difference_mask(completion_ids, refine.refined_ids, refine.refined_mask)
                 batch["refined_ids"] = refine.refined_ids
+                batch["refined_attn"] = refine.refined_mask  # y' tokens (attention); refined_mask: tokens with loss
                 batch["refined_mask"] = loss_mask
                 batch["refine_keep"] = refine.keep
                 kept_tokens = (loss_mask * refine.keep.unsqueeze(1)).sum()
@@ -315,6 +322,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
                 refined_frac=refine.refined_frac,
                 kept_frac=refine.kept_frac,
                 skipped_max_reward=refine.n_skipped_max,
+                refined_distinct=refine.n_distinct,
                 refined_reward_mean=nanmean(refine.rewards),
             )
         if self.relift is not None:
@@ -382,7 +390,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
         r = self.cfg.refiner
         kwargs = dict(reward_fn=self.components.reward_fn, tokenizer=self.processing_class,
                       max_reward=self.components.max_reward, filter_enabled=self.cfg.constraint.filter,
-                      skip_max_reward=r.skip_max_reward)
+                      skip_max_reward=r.skip_max_reward, timer=self.timer)
         if self.refine_target == "dataset":
             return refine_and_filter(rows, responses, task_rewards, dataset_fn(self.processing_class), **kwargs)
         if self.refine_target == "self":
@@ -417,28 +425,85 @@ class DynamicDAPOTrainer(GRPOTrainer):
     # 4. the loss
 
     def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)  # L_DAPO (+ β·KL when beta > 0: MODE static)
         mode = "train" if self.model.training else "eval"
+        keep = inputs.get("refine_keep")
+        fuse = (mode == "train" and keep is not None and bool(keep.any()) and self.cfg.speed.fuse_dc_forward
+                and self.temperature == 1.0)
+        # the policy forward of TRL's loss (see _get_per_token_logps_and_entropies) also serves L_DC and the KL log
+        self._loss_forward = {"refined": (keep, inputs["refined_ids"], inputs["refined_attn"]) if fuse else None}
+        try:
+            loss = super()._compute_loss(model, inputs)  # L_DAPO (+ β·KL when beta > 0: MODE static)
+        finally:
+            fwd, self._loss_forward = self._loss_forward, None
         if mode == "train":
             self._upd["policy_loss"].append(loss.detach().item())
+            if "kl_ref_logps" in inputs and "policy_logps" in fwd:  # speed.kl_from_loss: KL(π_θ‖π_ref) to log
+                mask = inputs["completion_mask"]
+                kl_tok = static_kl(fwd["policy_logps"], inputs["kl_ref_logps"], self.cfg.constraint.kl_estimator)
+                both = self.accelerator.gather(torch.stack([(kl_tok * mask).sum(), mask.sum().float()]).view(1, 2))
+                self._upd["kl_sum"].append(both[:, 0].sum().item())
+                self._upd["kl_tok"].append(both[:, 1].sum().item())
         if self.refine_target is not None:
-            l_dc = self._dynamic_constraint(model, inputs, mode)  # MODE dynamic: L = L_DAPO + λ·L_DC
+            # MODE dynamic: L = L_DAPO + λ·L_DC
+            l_dc = self._dynamic_constraint(model, inputs, mode, refined_logps=fwd.get("refined_logps"))
             loss = loss + self.lam * l_dc
         if self._relift_pending is not None and mode == "train":  # ReLIFT step: L += sft_coef · L_SFT
             loss = loss + self._relift_sft(model)
         return loss
 
-    def _dynamic_constraint(self, model, inputs, mode: str) -> torch.Tensor:
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        """TRL's per-token log-probs. Inside ``_compute_loss`` (its first call there is the policy forward of
+        L_DAPO) two things ride along (issue 8, ``speed``): the kept (x, y') rows are appended to the same forward
+        (``fuse_dc_forward``: their log-probs are L_DC's -CE), and π_θ's log-probs are kept for the KL log."""
+        fwd = self._loss_forward
+        if fwd is None or "policy_logps" in fwd:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              *args, **kwargs)
+        if fwd["refined"] is None:
+            logps, ent, aux = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
+                                                                         logits_to_keep, *args, **kwargs)
+        else:
+            keep, refined_ids, refined_attn = fwd["refined"]
+            keep = keep.bool()
+            n, T, R = input_ids.size(0), logits_to_keep, refined_ids.size(1)
+            P, W = input_ids.size(1) - T, max(T, R)
+            pad = self.processing_class.pad_token_id or 0
+            ids = torch.cat([
+                torch.nn.functional.pad(input_ids, (0, W - T), value=pad),
+                torch.cat([input_ids[keep, :P], torch.nn.functional.pad(refined_ids[keep], (0, W - R), value=pad)], 1),
+            ])
+            mask = torch.cat([
+                torch.nn.functional.pad(attention_mask, (0, W - T)),
+                torch.cat([attention_mask[keep, :P], torch.nn.functional.pad(refined_attn[keep], (0, W - R))], 1),
+            ])
+            logps, ent, aux = super()._get_per_token_logps_and_entropies(model, ids, mask, W, *args, **kwargs)
+            fwd["refined_logps"] = logps[n:, :R]
+            logps, ent = logps[:n, :T], (ent[:n, :T] if ent is not None else None)
+        fwd["policy_logps"] = logps.detach()
+        return logps, ent, aux
+
+    def _gathered_kl(self, pol_logps, ref_logps, mask) -> float:
+        """Token-mean KL(π_θ‖π_ref) estimate over every process's sampled tokens."""
+        kl_tok = static_kl(pol_logps, ref_logps, self.cfg.constraint.kl_estimator) * mask
+        both = self.accelerator.gather(torch.stack([kl_tok.sum(), mask.sum().float()]).view(1, 2))
+        return (both[:, 0].sum() / both[:, 1].sum().clamp(min=1)).item()
+
+    def _dynamic_constraint(self, model, inputs, mode: str, refined_logps=None) -> torch.Tensor:
         """λ's term of Eq. 6 for this micro-batch: CE on kept refined tokens / global kept-token count (rescaled to one
-        accumulation window like DAPO's normaliser), so the micro-batch terms sum to the batch's token mean."""
+        accumulation window like DAPO's normaliser), so the micro-batch terms sum to the batch's token mean.
+        ``refined_logps``: log π_θ(y'_t | x, y'_<t) of the kept rows from the fused loss forward (else a forward
+        of its own)."""
         if "refine_keep" not in inputs:
             return torch.zeros((), device=inputs["prompt_ids"].device)
         keep = inputs["refine_keep"].bool()
         if not keep.any():
             return torch.zeros((), device=keep.device)
         mask = inputs["refined_mask"][keep]
-        ce = policy_ce_on_refined(model, inputs["prompt_ids"][keep], inputs["prompt_mask"][keep],
-                                  inputs["refined_ids"][keep], mask)
+        if refined_logps is not None:
+            ce = -refined_logps * mask.to(refined_logps.dtype)
+        else:
+            ce = policy_ce_on_refined(model, inputs["prompt_ids"][keep], inputs["prompt_mask"][keep],
+                                      inputs["refined_ids"][keep], inputs["refined_attn"][keep]) * mask
         scale = self.accelerator.num_processes
         if mode == "train":
             scale = scale / (self.current_gradient_accumulation_steps / self.args.steps_per_generation)
@@ -473,6 +538,8 @@ class DynamicDAPOTrainer(GRPOTrainer):
         pre = sum(self.timer.totals.get(p, 0.0) for p in ("rollout", "reward", "refine"))
         self.timer.add("update", step_time - pre)
         self.timer.add("step", step_time)
+        if u["kl_tok"]:  # speed.kl_from_loss: measured in the loss forward
+            self._row["kl"] = sum(u["kl_sum"]) / max(sum(u["kl_tok"]), 1.0)
         row = metric_row(
             self.rl_step,
             **self._row,
@@ -585,6 +652,11 @@ def grpo_args(cfg, output_dir: str | Path, device: str) -> GRPOConfig:
         save_strategy="steps",
         save_steps=(cfg.checkpoint_every or cfg.steps) * spg * cfg.dapo.num_iterations,
         disable_dropout=True,
+        gradient_checkpointing=cfg.speed.gradient_checkpointing,
+        use_vllm=cfg.vllm.rollouts,  # vLLM rollouts through TRL (issue 6; never run on our CPU machines)
+        vllm_mode=cfg.vllm.mode,
+        vllm_server_base_url=cfg.vllm.server_base_url,
+        vllm_gpu_memory_utilization=cfg.vllm.gpu_memory_utilization,
         log_completions=False,
         dataloader_num_workers=0,
     )
