@@ -40,3 +40,24 @@ def smollm2_dir(tmp_path_factory):
         return models.prepare("smollm2", tmp_path_factory.mktemp("models") / "smollm2")
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tmp_path_factory):
+    """A randomly initialised 1-layer Llama sequence classifier (one logit) with a word-level tokenizer, saved as
+    an HF folder: the stand-in for a dialogue reward model (``study.rewards.RewardModelReward``)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-rm")
+    torch.manual_seed(0)
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "hello", "world", "good", "bad", "answer"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    LlamaForSequenceClassification(cfg).save_pretrained(out)
+    hf_tok.save_pretrained(out)
+    return out

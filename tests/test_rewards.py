@@ -100,22 +100,8 @@ def test_build_reward_with_real_config():
     assert top == 1.0
 
 
-def test_reward_model_reward(tmp_path):
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    torch.manual_seed(0)
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "hello", "world", "good", "bad", "answer"])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=0)
-    LlamaForSequenceClassification(cfg).save_pretrained(tmp_path)
-    hf_tok.save_pretrained(tmp_path)
-
-    fn, top = build_reward(_Cfg("reward_model", str(tmp_path)))
+def test_reward_model_reward(tiny_reward_model_dir):
+    fn, top = build_reward(_Cfg("reward_model", str(tiny_reward_model_dir)))
     assert top is None and isinstance(fn, RewardModelReward)
     scores = fn(prompts=["hello world ", "hello "], completions=["good answer", [{"role": "assistant",
                                                                                    "content": "bad"}]])

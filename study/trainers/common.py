@@ -39,12 +39,13 @@ RefineFn = Callable[[list[dict], list[str]], list[Generation]]
 # rows
 
 
-def as_row(p: Any) -> dict:
-    """A dataset row: ``Problem`` -> ``to_row()`` plus its chat ``prompt``; a dict passes through."""
+def as_row(p: Any, task: str = "code") -> dict:
+    """A dataset row: ``Problem`` -> ``to_row()`` plus its chat ``prompt`` (the policy's solve prompt for ``task``:
+    the code instruction + problem, or the bare request for dialogue); a dict passes through."""
     if isinstance(p, dict):
         return p
     row = p.to_row()
-    row["prompt"] = solve_messages(p.prompt)
+    row["prompt"] = solve_messages(p.prompt, task)
     return row
 
 

@@ -587,7 +587,7 @@ class _Bar(TrainerCallback):
 # TrainConfig -> GRPOConfig, dataset, entry point
 
 
-def build_dataset(problems, tokenizer=None, max_prompt_length: int | None = None):
+def build_dataset(problems, tokenizer=None, max_prompt_length: int | None = None, task: str = "code"):
     """Conversational prompt dataset: ``Problem.to_row()`` + ``prompt`` (solve messages). Problems whose templated
     prompt exceeds ``max_prompt_length`` tokens are dropped (TRL 1.16 does not truncate prompts)."""
     from datasets import Dataset
@@ -596,7 +596,7 @@ def build_dataset(problems, tokenizer=None, max_prompt_length: int | None = None
 
     rows = []
     for p in problems:
-        msgs = solve_messages(p.prompt)
+        msgs = solve_messages(p.prompt, task)
         if tokenizer is not None and max_prompt_length is not None:
             text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -667,7 +667,8 @@ def build_trainer(cfg, components, run) -> DynamicDAPOTrainer:
     from trl.rewards import get_soft_overlong_punishment
 
     args = grpo_args(cfg, Path(run.root) / "checkpoints", components.device)
-    dataset = build_dataset(components.problems, components.tokenizer, cfg.rollout.max_prompt_length)
+    dataset = build_dataset(components.problems, components.tokenizer, cfg.rollout.max_prompt_length,
+                            cfg.refiner.task)
     reward_funcs = [components.reward_fn]
     if cfg.dapo.overlong_buffer > 0:
         reward_funcs.append(get_soft_overlong_punishment(cfg.rollout.max_completion_length,

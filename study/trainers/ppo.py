@@ -449,7 +449,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
         with timer("rollout"):
             problems = [p for p in sampler.next(cfg.rollout.num_prompts) for _ in range(G)]
             roll = sample_rollout(policy, tokenizer, problems, cfg, device)
-            rows = [as_row(p) for p in problems]
+            rows = [as_row(p, cfg.refiner.task) for p in problems]  # what the reward model sees
             mask = roll.response_mask
 
         # ---- 2. reward: r(x, y) ----------------------------------------------------------------------------
