@@ -207,6 +207,79 @@ def trl_overhead(repeats: int = 3, steps: int = 5, world: str = "mini", model: s
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the refiner's decoding: batched greedy vs one row at a time vs prompt-lookup (draft = the prompt's own n-grams)
+
+
+def refiner_decoding(repeats: int = 3, world: str = "mini", model: str | None = None, num_prompts: int = 4,
+                     group: int = 8, lookup: int = 10, max_new_tokens: int = 128, seed: int = 0,
+                     print_fn=print) -> dict:
+    """Decode one step's refinements three ways, interleaved, on the same prompts: our batched greedy
+    ``generate``; greedy one row at a time; and transformers' prompt-lookup decoding (``prompt_lookup_num_tokens``,
+    which drafts continuations from n-grams of the prompt, i.e. of the candidate y the refiner mostly copies; batch
+    size 1 only). The refine prompts come from a rollout of the model itself (``num_prompts`` training problems x
+    ``group`` samples at temperature 1, distinct pairs only). Reports seconds, forwards per mode, tokens per forward
+    (1.0 for plain decoding; above 1 = drafted tokens accepted) and whether the outputs are token-identical."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from study.data import load_problems
+    from study.generation import generate
+    from study.prompts import solve_messages
+    from study.refiner import Refiner
+    from study.train import resolve_model_path
+
+    if repeats < 1:
+        raise UserError("--repeats must be >= 1")
+    path = resolve_model_path(model or f"mini:{world}")
+    lm = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    probs = load_problems("mini", split="train", limit=num_prompts, mini_profile=world)
+    torch.manual_seed(seed)
+    rollout = generate(lm, tok, [solve_messages(p.prompt) for p in probs for _ in range(group)],
+                       max_new_tokens=max_new_tokens, temperature=1.0, batch_size=num_prompts * group)
+    xs = [p.prompt for p in probs for _ in range(group)]
+    pairs = list(dict.fromkeys(zip(xs, [g.text for g in rollout])))
+    msgs = Refiner(lm, tok).prompts([x for x, _ in pairs], [y for _, y in pairs])
+    modes = {
+        "batched greedy (ours)": dict(batch_size=len(msgs)),
+        "one row at a time, greedy": dict(batch_size=1),
+        f"one row at a time, prompt lookup k={lookup}": dict(batch_size=1,
+                                                             generate_kwargs={"prompt_lookup_num_tokens": lookup}),
+    }
+    calls = [0]
+    hook = lm.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    outs: dict[str, list[list[int]]] = {}
+    forwards: dict[str, int] = {}
+    try:
+        for _ in range(repeats):
+            for name, kw in modes.items():
+                calls[0] = 0
+                t0 = time.perf_counter()
+                gens = generate(lm, tok, msgs, max_new_tokens=max_new_tokens, temperature=0.0, **kw)
+                times[name].append(time.perf_counter() - t0)
+                outs[name] = [g.token_ids for g in gens]
+                forwards[name] = calls[0]
+    finally:
+        hook.remove()
+    base = next(iter(modes))
+    tokens = sum(len(x) for x in outs[base])
+    print_fn(f"{len(msgs)} refine prompts ({len(xs)} rollouts, distinct pairs), {tokens} refined tokens, "
+             f"repeats={repeats}")
+    print_fn(f"{'mode':44s} {'min s':>7s} {'median':>7s} {'max':>7s} {'x ours':>7s} {'fwd':>6s} {'tok/fwd':>8s} "
+             f"{'same':>5s}")
+    med_base = statistics.median(times[base])
+    for name in modes:
+        lo, med, hi = _stats(times[name])
+        same = sum(a == b for a, b in zip(outs[name], outs[base]))
+        per_fwd = tokens / forwards[name] if name != base else float("nan")
+        print_fn(f"{name:44s} {lo:7.3f} {med:7.3f} {hi:7.3f} {med / med_base:7.2f} {forwards[name]:6d} "
+                 f"{per_fwd:8.2f} {same:>2d}/{len(msgs)}")
+    return {"times": times, "forwards": forwards, "tokens": tokens, "n": len(msgs),
+            "same": {k: sum(a == b for a, b in zip(outs[k], outs[base])) for k in modes}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -223,6 +296,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--trl", action="store_true", help="also TRL GRPOTrainer vs DynamicDAPOTrainer (mode none)")
     r.add_argument("--trl-only", action="store_true", help="only the TRL comparison")
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    d = sub.add_parser("refiner-decoding", help="the refiner's decoding: batched vs per row vs prompt lookup")
+    d.add_argument("--repeats", type=int, default=3)
+    d.add_argument("--smoke", action="store_true", help="the smoke model and problems (seconds)")
+    d.add_argument("--model", default=None, help="model spec (default mini:mini, or mini:smoke with --smoke)")
+    d.add_argument("--lookup", type=int, default=10, help="prompt_lookup_num_tokens (default 10)")
+    d.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     s = sub.add_parser("sandbox", help="sandbox throughput on HumanEval (benchmarks/sandbox_throughput.py)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--repeats", type=int, default=3)
@@ -245,8 +324,14 @@ def run(args: argparse.Namespace) -> int:
         finally:
             sys.argv = argv
         return 0
+    if args.bench == "refiner-decoding":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        refiner_decoding(args.repeats, "smoke" if args.smoke else "mini", args.model, lookup=args.lookup)
+        return 0
     if args.bench != "refiner-overhead":
-        raise UserError("choose a benchmark: refiner-overhead | sandbox")
+        raise UserError("choose a benchmark: refiner-overhead | refiner-decoding | sandbox")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -44,8 +44,10 @@ def generate(
     stop: list[str] | None = None,
     top_p: float = 1.0,
     progress: bool = False,
+    generate_kwargs: dict | None = None,
 ) -> list[Generation]:
-    """Generate one completion per prompt. ``temperature == 0`` means greedy."""
+    """Generate one completion per prompt. ``temperature == 0`` means greedy. ``generate_kwargs`` go to
+    ``model.generate`` as they are (e.g. ``prompt_lookup_num_tokens``, which transformers allows at batch size 1)."""
     texts = render_prompts(tokenizer, prompts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     results: list[Generation | None] = [None] * len(texts)
@@ -78,6 +80,7 @@ def generate(
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if stop:
                 kwargs.update(stop_strings=stop, tokenizer=tokenizer)
+            kwargs.update(generate_kwargs or {})
             out = model.generate(**enc, **kwargs)
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for row, i in zip(new, idx):

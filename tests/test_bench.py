@@ -64,6 +64,7 @@ def test_refined_scores_reuse_computations_with_the_same_values(smoke_model_dir)
     assert sorted(seen) == ["aaa", "aaa"]
     assert res.rewards == [frac_a([refined[y]])[0] for y in responses]
     assert res.keep.tolist() == [False, True, True, True, False, True]
+    assert res.n_distinct == 5  # (t0, "ab") twice
 
 
 def test_filter_compares_float32_task_rewards_at_one_precision(smoke_model_dir):
@@ -92,3 +93,23 @@ def test_filter_compares_float32_task_rewards_at_one_precision(smoke_model_dir):
     res = refine_and_filter(rows, responses, rewards32, refine, frac_a, tok, max_reward=1.0)
     assert res.keep.tolist() == [False, True, False]
     assert res.improvement_ratio == 1 / 3
+
+
+def test_refiner_decoding_smoke_compares_three_decoders(smoke_model_dir, capsys):
+    from study.cli import main
+
+    rc = main(["bench", "refiner-decoding", "--smoke", "--repeats", "1", "--model", str(smoke_model_dir)])
+    assert rc == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    rows = [line for line in out if line.startswith(("batched", "one row"))]
+    assert len(rows) == 3
+    import re
+
+    tokens = int(re.search(r"(\d+) refined tokens", out[0]).group(1))
+    per_row = rows[1].split()
+    assert int(per_row[-3]) == tokens and per_row[-2] == "1.00"  # plain decoding: one forward per token
+    lookup = rows[2].split()
+    assert int(lookup[-3]) <= tokens and float(lookup[-2]) >= 1.0  # drafts can only save forwards
+    for r in rows:
+        same, n = r.split()[-1].split("/")
+        assert int(n) == int(out[0].split()[0]) and 0 <= int(same) <= int(n)
