@@ -192,11 +192,10 @@ def describe_plan(cfg: TrainConfig) -> str:
         f"refiner={'vllm' if cfg.vllm.refiner else 'transformers'}",
         f"eval       {cfg.eval_benchmarks or '-'}",
     ]
-    if cfg.vllm.rollouts or cfg.vllm.refiner:
-        try:
-            require_vllm(cfg)
-        except UserError:
-            lines.append("note       vLLM is not installed here: training with this config would stop at once")
+    try:
+        require_vllm(cfg)
+    except UserError:
+        lines.append("note       vLLM is not installed here: training with this config would stop at once")
     return "\n".join(lines)
 
 

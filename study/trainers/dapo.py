@@ -438,11 +438,10 @@ class DynamicDAPOTrainer(GRPOTrainer):
         if mode == "train":
             self._upd["policy_loss"].append(loss.detach().item())
             if "kl_ref_logps" in inputs and "policy_logps" in fwd:  # speed.kl_from_loss: KL(π_θ‖π_ref) to log
-                mask = inputs["completion_mask"]
-                kl_tok = static_kl(fwd["policy_logps"], inputs["kl_ref_logps"], self.cfg.constraint.kl_estimator)
-                both = self.accelerator.gather(torch.stack([(kl_tok * mask).sum(), mask.sum().float()]).view(1, 2))
-                self._upd["kl_sum"].append(both[:, 0].sum().item())
-                self._upd["kl_tok"].append(both[:, 1].sum().item())
+                kl_sum, n_tok = self._gathered_kl_sums(fwd["policy_logps"], inputs["kl_ref_logps"],
+                                                       inputs["completion_mask"])
+                self._upd["kl_sum"].append(kl_sum)
+                self._upd["kl_tok"].append(n_tok)
         if self.refine_target is not None:
             # MODE dynamic: L = L_DAPO + λ·L_DC
             l_dc = self._dynamic_constraint(model, inputs, mode, refined_logps=fwd.get("refined_logps"))
@@ -482,11 +481,16 @@ class DynamicDAPOTrainer(GRPOTrainer):
         fwd["policy_logps"] = logps.detach()
         return logps, ent, aux
 
-    def _gathered_kl(self, pol_logps, ref_logps, mask) -> float:
-        """Token-mean KL(π_θ‖π_ref) estimate over every process's sampled tokens."""
+    def _gathered_kl_sums(self, pol_logps, ref_logps, mask) -> tuple[float, float]:
+        """(sum of the per-token KL(π_θ‖π_ref) estimates, token count) over every process's sampled tokens."""
         kl_tok = static_kl(pol_logps, ref_logps, self.cfg.constraint.kl_estimator) * mask
         both = self.accelerator.gather(torch.stack([kl_tok.sum(), mask.sum().float()]).view(1, 2))
-        return (both[:, 0].sum() / both[:, 1].sum().clamp(min=1)).item()
+        return both[:, 0].sum().item(), both[:, 1].sum().item()
+
+    def _gathered_kl(self, pol_logps, ref_logps, mask) -> float:
+        """Token-mean KL(π_θ‖π_ref) estimate over every process's sampled tokens."""
+        kl_sum, n_tok = self._gathered_kl_sums(pol_logps, ref_logps, mask)
+        return kl_sum / max(n_tok, 1.0)
 
     def _dynamic_constraint(self, model, inputs, mode: str, refined_logps=None) -> torch.Tensor:
         """λ's term of Eq. 6 for this micro-batch: CE on kept refined tokens / global kept-token count (rescaled to one
