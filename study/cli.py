@@ -7,6 +7,9 @@
     study reproduce --profile mini                                # run every notebook with papermill -> figures/
     study models prepare smollm2 --out DIR                        # offline SmolLM2 as an HF folder
 
+``study --root DIR COMMAND ...`` runs against the study folder DIR (configs/, runs/, artifacts/, figures/,
+notebooks/); by default it is found from the working directory (``study.paths``).
+
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are
 imported only when their command runs, so ``study sandbox`` does not import torch. Bad input raises
 ``UserError``: one line on stderr, exit code 2.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from study.errors import UserError
 
@@ -34,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", metavar="DIR", help="the study folder (default: found from the working directory)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
@@ -49,14 +54,37 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _pop_root(argv: list[str]) -> tuple[list[str], str | None]:
+    """``--root DIR`` / ``--root=DIR`` wherever it stands (no subcommand has an option of that name)."""
+    out, root, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--root" and i + 1 < len(argv):
+            root, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--root="):
+            root = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    return out, root
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from study import paths
+
+    argv, root = _pop_root(list(sys.argv[1:] if argv is None else argv))
     only = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only)
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2
+    if root is not None:
+        if not Path(root).is_dir():
+            print(f"study: error: --root {root}: not a folder", file=sys.stderr)
+            return 2
+        paths.set_root(root)
     try:
         return int(args._module.run(args) or 0)
     except UserError as exc:

@@ -224,8 +224,9 @@ class TrainConfig(_Strict):
     vllm: VLLMConfig = VLLMConfig()
     samples_per_step: int = Field(default=4, ge=0)
     """Samples (prompt, response, refinement, rewards, token CE) logged per step."""
-    checkpoint_every: int = Field(default=0, ge=0)
-    """Save a resumable checkpoint every N steps (0 = only at the end)."""
+    checkpoint_every: int = Field(default=10, ge=0)
+    """Save a resumable checkpoint every N RL steps, and at the last (0 = only at the end). Only the latest is kept;
+    ``study train --resume`` and ``study reproduce`` continue an interrupted run from it. Not part of the run key."""
     eval_benchmarks: list[str] = []
     """Benchmarks scored after training (``mini``, ``humaneval``, ``mbpp``, ...)."""
     eval_limit: int | None = Field(default=None, gt=0)

@@ -225,6 +225,18 @@ def evaluate_model(
                  extra=extra, workers=workers, timeout=timeout)
 
 
+POST_TRAINING_PROTOCOL = {"n": 1, "temperature": 0.0, "max_new_tokens": 512, "prompt_mode": "auto"}
+"""How every run's policy is scored after training, and the initial model for comparison (Table 1): greedy
+pass@1 with the chat prompt (the same call for both, so a gain is never a protocol difference)."""
+
+
+def evaluate_after_training(model, tokenizer, benchmark: str, cfg, out_dir: str | Path | None = None,
+                            progress: bool = True) -> dict:
+    """``evaluate_model`` with :data:`POST_TRAINING_PROTOCOL` on the first ``cfg.eval_limit`` problems."""
+    return evaluate_model(model, tokenizer, benchmark, limit=cfg.eval_limit, out_dir=out_dir, progress=progress,
+                          **POST_TRAINING_PROTOCOL)
+
+
 def evaluate_canonical(
     benchmark: str,
     limit: int | None = None,

@@ -1,8 +1,11 @@
 """Experiment groups: which runs each figure needs, a run cache, and tidy tables aggregated over seeds.
 
-A *profile* (``configs/profiles/<name>.yaml``) maps each experiment group of the paper to config files and
-seeds. A group's runs are trained once and reused: a run folder counts as cached when its ``DONE`` exists and
-its ``provenance.json`` records the same config hash (the hash covers the whole resolved config, seed included).
+A *profile* (``study/profiles/<name>.yaml``, or ``<root>/configs/profiles/<name>.yaml``) maps each experiment
+group of the paper to config files and seeds. A group's runs are trained once and reused: a run folder counts as
+cached when its ``DONE`` exists and its ``provenance.json`` records the same **run key**
+(``study.train.run_identity``: the resolved config, seed included; the fingerprint of the code that trains it;
+the versions of torch, transformers and TRL; the identity of the model weights it starts from). Anything else,
+e.g. a run trained by older code, is retrained from an empty folder.
 
     from study import experiments as ex
     dirs = ex.ensure_runs("fig5_dapo", "mini")              # trains what is missing, returns run folders
@@ -27,7 +30,8 @@ Profile file layout::
           filter: configs/paper/apps_dynamic.yaml
           no_filter: {config: configs/paper/apps_dynamic.yaml, overrides: [constraint.filter=false]}
 
-Config paths are relative to the repository root (or to the profile file's folder when they exist there).
+Config paths are relative to the profile file's folder when they exist there, else to the root
+(``study.paths``).
 """
 
 from __future__ import annotations
@@ -41,10 +45,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from study import paths
 from study.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROFILES_DIR = REPO_ROOT / "configs" / "profiles"
 
 
 @dataclass
@@ -86,29 +88,43 @@ class RunSpec:
     def config_hash(self) -> str:
         return self.cfg.hash()
 
-    def run_dir(self, runs_dir: str | Path) -> Path:
-        return Path(runs_dir) / self.name
+    def identity(self, resolve: bool = True) -> dict:
+        """``study.train.run_identity`` of this run (``resolve=False``: never train a missing reference)."""
+        from study.train import run_identity
+
+        return run_identity(self.cfg, resolve=resolve)
+
+    def run_key(self, resolve: bool = True) -> str:
+        return self.identity(resolve)["run_key"]
+
+    def run_dir(self, runs_dir: str | Path | None) -> Path:
+        return _runs(runs_dir) / self.name
+
+
+def _runs(runs_dir: str | Path | None) -> Path:
+    return Path(runs_dir) if runs_dir is not None else paths.runs_dir()
 
 
 def use_repo_root() -> Path:
-    """chdir to the repository root, so relative paths in configs and defaults (``runs/``, ``artifacts/``,
-    ``configs/``) mean the same in a notebook as on the command line. Notebooks call it first."""
+    """chdir to the study's root (``study.paths.root``: found from the working directory), so relative paths
+    mean the same in a notebook as on the command line."""
     import os
 
-    os.chdir(REPO_ROOT)
-    return REPO_ROOT
+    root = paths.root()
+    os.chdir(root)
+    return root
 
 
 def load_profile(profile: str | Path | Profile) -> Profile:
-    """A profile by name (``configs/profiles/<name>.yaml``) or by path."""
+    """A profile by name (``study.paths.profile_path``) or by path."""
     if isinstance(profile, Profile):
         return profile
     p = Path(profile)
     if p.suffix not in (".yaml", ".yml"):
-        p = PROFILES_DIR / f"{profile}.yaml"
+        p = paths.profile_path(str(profile)) or Path(f"{profile}.yaml")
     if not p.is_file():
-        known = sorted(x.stem for x in PROFILES_DIR.glob("*.yaml"))
-        raise UserError(f"unknown profile '{profile}' (known: {', '.join(known)}; or give a .yaml path)")
+        raise UserError(f"unknown profile '{profile}' (known: {', '.join(paths.known_profiles())}; "
+                        "or give a .yaml path)")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -122,7 +138,7 @@ def load_profile(profile: str | Path | Profile) -> Profile:
 
 
 def _resolve_path(pattern: str, prof: Profile) -> list[Path]:
-    for base in (prof.base_dir, REPO_ROOT, Path.cwd()):
+    for base in (prof.base_dir, paths.root()):
         hits = sorted(Path(x) for x in _glob.glob(str(base / pattern)))
         if hits:
             return hits
@@ -189,58 +205,70 @@ def group_specs(group: str, profile: str | Path | Profile, seeds: Iterable[int] 
     return specs
 
 
-def cached_run(spec: RunSpec, runs_dir: str | Path) -> Path | None:
-    """The run folder if it is complete (``DONE``) and was trained from exactly this config, else ``None``."""
-    d = spec.run_dir(runs_dir)
-    prov = d / "provenance.json"
-    if not (d / "DONE").exists() or not prov.exists():
-        return None
+def _provenance(run_dir: Path) -> dict:
     try:
-        h = json.loads(prov.read_text()).get("config_hash")
-    except json.JSONDecodeError:
-        return None
-    return d if h == spec.config_hash else None
-
-
-def _resumable(spec: RunSpec, runs_dir: str | Path) -> bool:
-    """An interrupted run of this exact config with a checkpoint to continue from."""
-    d = spec.run_dir(runs_dir)
-    try:
-        same = json.loads((d / "provenance.json").read_text()).get("config_hash") == spec.config_hash
+        return json.loads((run_dir / "provenance.json").read_text())
     except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def cached_run(spec: RunSpec, runs_dir: str | Path | None = None, resolve: bool = True) -> Path | None:
+    """The run folder if it is complete (``DONE``) and was trained under exactly this run key (same config,
+    code, library versions and starting weights), else ``None``."""
+    d = spec.run_dir(runs_dir)
+    if not (d / "DONE").exists():
+        return None
+    return d if _provenance(d).get("run_key") == spec.run_key(resolve) else None
+
+
+def _resumable(spec: RunSpec, runs_dir: str | Path | None) -> bool:
+    """An interrupted run under this run key with a checkpoint its trainer can continue from."""
+    from study.train import latest_checkpoint
+
+    d = spec.run_dir(runs_dir)
+    if (d / "DONE").exists() or _provenance(d).get("run_key") != spec.run_key():
         return False
-    return same and not (d / "DONE").exists() and any((d / "checkpoints").glob("step-*"))
+    return latest_checkpoint(spec.cfg.trainer, d) is not None
 
 
-def ensure_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs", force: bool = False,
+def ensure_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None, force: bool = False,
                 seeds: Iterable[int] | None = None, progress: bool = True, jobs: int = 1) -> list[Path]:
-    """Train the group's missing runs (cache: DONE + matching config hash); return all its run folders.
+    """Train the group's missing runs (cache: DONE + matching run key); return all its run folders.
 
-    An interrupted run of the same config that left a checkpoint is resumed (``run_training(resume=True)``);
+    An interrupted run under the same run key that left a checkpoint is resumed (``run_training(resume=True)``);
     ``force`` retrains everything from scratch; ``jobs`` > 1 trains that many runs at once (one process each)."""
     specs = group_specs(group, profile, seeds)
     train_specs(specs, runs_dir, force=force, progress=progress, jobs=jobs, desc=f"train {group}")
     return [s.run_dir(runs_dir) for s in specs]
 
 
-def _train_one(cfg, runs_dir: str, resume: bool, threads: int | None) -> str:
+def _train_one(cfg, runs_dir: str, resume: bool, threads: int | None, root: str | None = None) -> str:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    if root is not None:  # a spawned worker: same root as the parent
+        paths.set_root(root)
     from study import train as _train
 
     return str(_train.run_training(cfg, runs_dir, resume=resume))
 
 
-def train_specs(specs: list[RunSpec], runs_dir: str | Path, force: bool = False, progress: bool = True,
-                jobs: int = 1, desc: str = "train") -> None:
-    """Train the runs among ``specs`` that are not cached (each run folder once), ``jobs`` at a time.
+def train_specs(specs: list[RunSpec], runs_dir: str | Path | None, force: bool = False, progress: bool = True,
+                jobs: int = 1, desc: str = "train") -> list[RunSpec]:
+    """Train the runs among ``specs`` that are not cached (each run folder once), ``jobs`` at a time; returns
+    the specs it trained.
 
-    Shared prerequisites (the mini reference model) are built first, in this process, so parallel runs never
+    Shared prerequisites (the mini reference model) are resolved first, in this process, so parallel runs never
     race to build them. Each parallel run is a fresh (spawned) process with one torch thread."""
     from tqdm.auto import tqdm
 
+    runs_dir = _runs(runs_dir)
+    for model in sorted({s.cfg.model for s in specs} | {s.cfg.refiner.model or "" for s in specs}):
+        if model.startswith("mini:"):
+            from study.mini import ensure_reference
+
+            ensure_reference(model.split(":", 1)[1])
     seen, todo = set(), []
     for s in specs:
         d = s.run_dir(runs_dir)
@@ -249,13 +277,9 @@ def train_specs(specs: list[RunSpec], runs_dir: str | Path, force: bool = False,
         seen.add(d)
         todo.append(s)
     if not todo:
-        return
-    for model in sorted({s.cfg.model for s in todo} | {s.cfg.refiner.model or "" for s in todo}):
-        if model.startswith("mini:"):
-            from study.mini import ensure_reference
-
-            ensure_reference(model.split(":", 1)[1])
+        return []
     bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
+    root = str(paths.root())
     if jobs <= 1:
         for s in todo:
             _train_one(s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), None)
@@ -265,7 +289,7 @@ def train_specs(specs: list[RunSpec], runs_dir: str | Path, force: bool = False,
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(_train_one, s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), 1): s
+            futs = {pool.submit(_train_one, s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), 1, root): s
                     for s in todo}
             for f in as_completed(futs):
                 f.result()
@@ -274,6 +298,7 @@ def train_specs(specs: list[RunSpec], runs_dir: str | Path, force: bool = False,
     for s in todo:
         if cached_run(s, runs_dir) is None:
             raise UserError(f"training {s.name} finished without a complete run folder in {runs_dir}")
+    return todo
 
 
 def _specs_with_runs(group, profile, runs_dir, seeds, train_missing) -> list[tuple[RunSpec, Path]]:
@@ -289,18 +314,18 @@ def _specs_with_runs(group, profile, runs_dir, seeds, train_missing) -> list[tup
         else:
             out.append((s, d))
     if missing:
-        raise UserError(f"group '{group}': runs missing or stale in {runs_dir}: {', '.join(missing)} "
+        raise UserError(f"group '{group}': runs missing or stale in {_runs(runs_dir)}: {', '.join(missing)} "
                         f"(run `study reproduce --profile {load_profile(profile).name}`)")
     return out
 
 
-def check_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+def check_runs(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None,
                seeds: Iterable[int] | None = None) -> list[Path]:
     """The group's run folders; ``UserError`` naming the missing or stale ones."""
     return [d for _, d in _specs_with_runs(group, profile, runs_dir, seeds, train_missing=False)]
 
 
-def load_group(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+def load_group(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None,
                seeds: Iterable[int] | None = None, train_missing: bool = True):
     """Tidy metrics of every run of ``group``: one row per (run, step) with columns
     group, label, config, config_hash, seed, run, step and the metric columns of ``study.runs``."""
@@ -326,7 +351,7 @@ def load_group(group: str, profile: str | Path | Profile, runs_dir: str | Path =
     return df
 
 
-def load_samples(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+def load_samples(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None,
                  seeds: Iterable[int] | None = None, train_missing: bool = True):
     """samples.jsonl of every run of the group (columns label, seed, run + ``study.runs.SAMPLE_FIELDS``)."""
     import pandas as pd
@@ -345,7 +370,7 @@ def load_samples(group: str, profile: str | Path | Profile, runs_dir: str | Path
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def load_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+def load_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None,
               seeds: Iterable[int] | None = None, train_missing: bool = True):
     """Post-training benchmark scores: one row per (run, benchmark) with ``pass@1`` (from eval/<bench>/summary.json)."""
     import pandas as pd
@@ -359,28 +384,37 @@ def load_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path = 
     return pd.DataFrame(rows, columns=["label", "seed", "run", "benchmark", "pass@1"])
 
 
-def _base_key(model: str) -> str:
-    return model.replace(":", "_").replace("/", "_").strip("_.") or "model"
+def base_eval_dir(cfg, bench: str, runs_dir: str | Path | None = None, resolve: bool = True) -> Path:
+    """Where the initial model's evaluation on ``bench`` is cached: ``<runs>/_base/<bench>-<key>``, the key built
+    from the model's weights identity, the benchmark, ``eval_limit``, the evaluation protocol, the code that
+    evaluates and the library versions (``study.provenance``). Other weights or code give another folder."""
+    from study import provenance as pv
+    from study.evaluate import POST_TRAINING_PROTOCOL
+    from study.train import model_identity
+
+    ident = model_identity(cfg.model, resolve)
+    key = pv.sha256_json({"model": ident.get("sha256", ident), "benchmark": bench, "limit": cfg.eval_limit,
+                          "protocol": POST_TRAINING_PROTOCOL, "env": pv.environment(),
+                          "code": pv.code_fingerprint(["study.evaluate"])["sha256"]})
+    return _runs(runs_dir) / "_base" / f"{bench}-{key}"
 
 
-def base_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs"):
-    """pass@1 of the group's initial model on the benchmarks its configs evaluate (Table 1's first row).
-
-    Cached in ``<runs_dir>/_base/<model>/<bench>/summary.json``; computed with ``study.evaluate`` when missing."""
+def base_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None):
+    """pass@1 of the group's initial model on the benchmarks its configs evaluate (Table 1's first row), with the
+    same protocol as the post-training evaluation of its runs. Cached in :func:`base_eval_dir`; computed with
+    ``study.evaluate`` when missing."""
     import pandas as pd
 
-    spec = group_specs(group, profile)[0]
-    cfg = spec.cfg
-    key = _base_key(cfg.model)
+    cfg = group_specs(group, profile)[0].cfg
     rows = []
     for bench in cfg.eval_benchmarks:
-        out = Path(runs_dir) / "_base" / key / bench
+        out = base_eval_dir(cfg, bench, runs_dir)
         summ = out / "summary.json"
         if not summ.exists():
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from study.evaluate import evaluate_model
+            from study.evaluate import evaluate_after_training
             from study.train import resolve_model_path
 
             path = resolve_model_path(cfg.model)
@@ -388,16 +422,14 @@ def base_eval(group: str, profile: str | Path | Profile, runs_dir: str | Path = 
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-            res = evaluate_model(model, tok, bench, limit=cfg.eval_limit, out_dir=out)
-            if not summ.exists():
-                out.mkdir(parents=True, exist_ok=True)
-                summ.write_text(json.dumps(res, indent=2, default=str))
+            evaluate_after_training(model, tok, bench, cfg, out_dir=out)
         rows.append({"benchmark": bench, "pass@1": float(json.loads(summ.read_text())["pass@1"])})
     return pd.DataFrame(rows, columns=["benchmark", "pass@1"])
 
 
-def reference_dir(profile: str | Path | Profile) -> Path:
-    """The reference model folder of the profile (the mini world's, trained on first use, or a given path)."""
+def reference_dir(profile: str | Path | Profile, resolve: bool = True) -> Path | None:
+    """The reference model folder of the profile (the mini world's, or a given path). ``resolve=False`` never
+    trains a missing mini reference (returns ``None`` instead)."""
     prof = load_profile(profile)
     ref = prof.reference
     if ref.get("path"):
@@ -406,16 +438,17 @@ def reference_dir(profile: str | Path | Profile) -> Path:
             raise UserError(f"profile '{prof.name}': reference path not found: {ref['path']}")
         return hits[0]
     if ref.get("mini_profile"):
-        from study.mini import ensure_reference
+        from study.mini import ensure_reference, find_reference
 
-        return Path(ensure_reference(ref["mini_profile"]))
+        return Path(ensure_reference(ref["mini_profile"])) if resolve else find_reference(ref["mini_profile"])
     raise UserError(f"profile '{prof.name}' names no reference model (reference: {{mini_profile|path}})")
 
 
-def run_manifest(group: str, profile: str | Path | Profile, seeds: Iterable[int] | None = None) -> list[dict]:
-    """What a figure of this group was computed from: label, config file, config hash, seed per run."""
-    return [{"group": s.group, "label": s.label, "config": str(s.config_path), "config_hash": s.config_hash,
-             "seed": s.seed, "run": s.name} for s in group_specs(group, profile, seeds)]
+def run_manifest(group: str, profile: str | Path | Profile, seeds: Iterable[int] | None = None,
+                 resolve: bool = True) -> list[dict]:
+    """What a figure of this group was computed from: label, config file, config hash, seed and run key per run."""
+    return [{"group": s.group, "label": s.label, "config": paths.relative(s.config_path), "config_hash": s.config_hash,
+             "seed": s.seed, "run": s.name, "run_key": s.run_key(resolve)} for s in group_specs(group, profile, seeds)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -482,7 +515,8 @@ def write_synthetic_run(spec: RunSpec, runs_dir: str | Path, steps: int = 20, sa
 
     rng = random.Random(zlib.crc32(f"{spec.label}/{spec.seed}".encode()))  # stable across processes
     cfg = spec.cfg
-    run = RunLog(spec.run_dir(runs_dir), cfg.model_dump(mode="json"), cfg.seed, cfg.hash())
+    run = RunLog(spec.run_dir(runs_dir), cfg.model_dump(mode="json"), cfg.seed, cfg.hash(),
+                 identity=spec.identity())
     mode = cfg.constraint.mode
     lift = {"dynamic": 0.6, "static": 0.35, "none": 0.45}[mode] + 0.1 * cfg.constraint.coef
     for t in range(1, steps + 1):
@@ -520,9 +554,8 @@ def write_synthetic_group(group: str, profile: str | Path | Profile, runs_dir: s
     specs = group_specs(group, profile)
     out = [write_synthetic_run(s, runs_dir, **kw) for s in specs]
     cfg = specs[0].cfg
-    key = _base_key(cfg.model)
     for bench in cfg.eval_benchmarks:
-        d = Path(runs_dir) / "_base" / key / bench
+        d = base_eval_dir(cfg, bench, runs_dir)
         d.mkdir(parents=True, exist_ok=True)
         (d / "summary.json").write_text(json.dumps({"pass@1": 0.3}))
     return out
@@ -586,7 +619,7 @@ def hyperparameter_table(group: str, profile: str | Path | Profile):
 TIME_COLUMNS = ["time_rollout", "time_reward", "time_refine", "time_update", "time_step"]
 
 
-def cost_table(group: str, profile: str | Path | Profile, runs_dir: str | Path = "runs",
+def cost_table(group: str, profile: str | Path | Profile, runs_dir: str | Path | None = None,
                seeds: Iterable[int] | None = None, train_missing: bool = True):
     """Training time per variant: mean over seeds of the summed per-step times (s), and the ratio to the first."""
     df = load_group(group, profile, runs_dir, seeds, train_missing)
@@ -658,7 +691,7 @@ def write_synthetic_profile(root: str | Path, seeds: Sequence[int] = (0, 1, 2), 
     the notebooks without training: ``study reproduce --profile ROOT/profile.yaml --runs-dir ROOT/runs --no-train``."""
     root = Path(root)
     (root / "configs").mkdir(parents=True, exist_ok=True)
-    common = {"model": "mini:smoke", "steps": steps, "eval_benchmarks": ["mini"],
+    common = {"model": str((root / "reference").resolve()), "steps": steps, "eval_benchmarks": ["mini"],
               "rollout": {"num_prompts": 4, "num_generations": 4}}
     variants = {
         "ppo_none": {"trainer": "ppo", "constraint": {"mode": "none"}, "ppo": {"mini_batch_size": 4}},
@@ -701,6 +734,7 @@ def write_synthetic_profile(root: str | Path, seeds: Sequence[int] = (0, 1, 2), 
     path.write_text(yaml.safe_dump(prof, sort_keys=False))
     ref = root / "reference"
     ref.mkdir(exist_ok=True)
+    (ref / "config.json").write_text(json.dumps({"model_type": "llama", "synthetic": True}))
     (ref / "metrics.json").write_text(json.dumps({
         "recipe": {"steps": 10}, "parameters": 1_870_000, "train_seconds": 300.0, "solve_pass@1_greedy": 0.4,
         "refine_variant_correct": {"n": 20, "verbatim": 0.6}, "refine_own_failing": {"n": 20, "improved": 0.25}}))

@@ -5,21 +5,31 @@
     study reproduce --profile mini --only 02_dapo_vs_dynamic,04_token_heatmap --force
     study reproduce --profile paper --runs-dir /data/runs --figures-dir /data/figures
 
+    study reproduce --check                                # trains nothing: is figures/ what this checkout makes?
+
 Steps:
 1. Train each missing run of the experiment groups the selected notebooks need (``study.experiments``: a run
-   is reused when its folder has ``DONE`` and the same config hash).
-2. Execute each notebook (kernel ``python3``) with parameters ``profile``, ``runs_dir``, ``figures_dir``.
-   The executed copy goes to ``<figures_dir>/notebooks/<name>.ipynb`` (written to a temp file, renamed on success).
-   Figures land in ``<figures_dir>/<name>.png/.pdf``, tables in ``<figures_dir>/tables/<name>.csv/.md``.
-3. Update ``<figures_dir>/MANIFEST.json``: per notebook its outputs, verdicts, profile, config hashes and seeds
-   of the runs it read, git commit, wall time, and an input fingerprint.
+   is reused when its folder has ``DONE`` and the same **run key**: config, code fingerprint, library versions,
+   starting weights; an interrupted run with a checkpoint is resumed).
+2. Execute each notebook (kernel ``python3``, working directory = the root) with parameters ``profile``,
+   ``runs_dir``, ``figures_dir`` (root-relative where they lie under the root, so committed notebooks hold no
+   machine paths). The executed copy goes to ``<figures_dir>/notebooks/<name>.ipynb`` (written to a temp file,
+   renamed on success). Figures land in ``<figures_dir>/<name>.png/.pdf``, tables in
+   ``<figures_dir>/tables/<name>.csv/.md``.
+3. Update ``<figures_dir>/MANIFEST.json``: the package versions and the reference model's weights hash; per
+   notebook its outputs (with their sha256), verdicts, the runs it read (config hash, seed, run key), git commit,
+   wall time, and its **fingerprint**: the notebook source, the ``study`` code it imports (``study.provenance``),
+   the profile's reference, the reference model's identity and the run keys of its runs.
 
-Resumable: a notebook whose fingerprint (notebook source + profile + run config hashes) matches the manifest and
-whose outputs all exist is skipped (``--force`` re-executes). A failing notebook prints one line and exits 2;
-outputs of notebooks that finished stay in place.
+Resumable: a notebook whose fingerprint matches the manifest and whose outputs all exist is skipped (``--force``
+re-executes). A failing notebook prints one line and exits 2; outputs of notebooks that finished stay in place.
 
-Default figures folder: ``figures/`` for the mini profile (the figures committed with the repository) and
-``figures/<profile>/`` for any other profile, so a smoke check never overwrites the committed figures.
+``--check`` recomputes every fingerprint from this checkout (no training, no execution, no run folders needed)
+and exits 1 naming each output the checkout would not reproduce: a changed notebook, code, run key or reference,
+a missing or modified file, or a manifest commit that is not in this checkout's history.
+
+Default figures folder: ``<root>/figures/`` for the mini profile (the figures committed with the repository) and
+``<root>/figures/<profile>/`` for any other profile, so a smoke check never overwrites the committed figures.
 """
 
 from __future__ import annotations
@@ -28,15 +38,16 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from study import paths
+from study import provenance as pv
 from study.errors import UserError
-from study.experiments import REPO_ROOT, load_profile, run_manifest
-
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+from study.experiments import load_profile, reference_dir, run_manifest
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,23 @@ BY_NAME = {n.name: n for n in NOTEBOOKS}
 
 def default_figures_dir(profile_name: str, configured: str | None = None) -> Path:
     if configured:
-        p = Path(configured)
-        return p if p.is_absolute() else REPO_ROOT / p
-    return REPO_ROOT / ("figures" if profile_name == "mini" else f"figures/{profile_name}")
+        return paths.resolve(configured)
+    return paths.figures_dir() if profile_name == "mini" else paths.figures_dir() / profile_name
+
+
+def notebook_source(name: str) -> Path:
+    """The source file of notebook ``name``."""
+    return paths.notebooks_dir() / f"{name}.ipynb"
+
+
+def notebook_code(src: Path) -> str:
+    """The Python code of a notebook source (code cells; IPython magics and shell lines dropped)."""
+    if src.suffix == ".ipynb":
+        cells = json.loads(src.read_text(encoding="utf-8")).get("cells", [])
+        code = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+    else:
+        code = src.read_text(encoding="utf-8")
+    return "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
 
 
 def select(only: list[str] | None) -> list[NotebookSpec]:
@@ -85,20 +110,25 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def fingerprint(nb: NotebookSpec, profile, runs: list[dict], notebook_path: Path, runs_dir: Path) -> str:
-    """Hash of what the notebook's outputs depend on: its source, the plotting code, the profile file, and its
-    runs (config hash and when each finished, so a retrained run re-executes the notebook)."""
-    def done_stamp(r):
-        d = runs_dir / r["run"] / "DONE"
-        return d.stat().st_mtime_ns if d.exists() else None
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-    blob = json.dumps({
-        "notebook": _sha(notebook_path.read_bytes()),
-        "code": [_sha((REPO_ROOT / "study" / f).read_bytes()) for f in ("plots.py", "experiments.py")],
-        "profile": _sha(Path(profile.path).read_bytes()),
-        "runs": sorted((r["run"], r["config_hash"], done_stamp(r)) for r in runs),
-    }, sort_keys=True)
-    return _sha(blob.encode())
+
+def fingerprint_parts(nb: NotebookSpec, profile, runs: list[dict], src: Path, reference: dict) -> dict:
+    """What the notebook's outputs depend on, part by part (each a short hash or a list of run keys): its source,
+    the ``study`` code it imports, the profile's reference entry and the reference model's identity, and the run
+    key of every run it reads (which covers the run's config, seed, training code, library versions and weights)."""
+    return {
+        "notebook": _sha(src.read_bytes()),
+        "code": pv.code_fingerprint(sources=[notebook_code(src)])["sha256"],
+        "profile_reference": pv.sha256_json(profile.reference),
+        "reference": reference.get("sha256") or reference,
+        "runs": sorted([r["run"], r["run_key"]] for r in runs),
+    }
+
+
+def fingerprint(parts: dict) -> str:
+    return pv.sha256_json(parts)
 
 
 def read_manifest(figures_dir: Path) -> dict:
@@ -118,21 +148,55 @@ def write_manifest(figures_dir: Path, manifest: dict) -> None:
     atomic_write_text(figures_dir / "MANIFEST.json", json.dumps(manifest, indent=2, sort_keys=False))
 
 
-def is_fresh(entry: dict | None, fp: str, figures_dir: Path) -> bool:
-    """The manifest entry was made from the same inputs and every file it lists still exists."""
+def runs_stamp(runs: list[dict], runs_dir: Path) -> str:
+    """Which training event made each run folder (its ``DONE`` marker's content and time): a run retrained under
+    the same key (``--force``; on a GPU, not bit-identical) re-executes its notebooks. Not part of the
+    fingerprint, which must be computable without run folders (``--check``)."""
+    done = {r["run"]: runs_dir / r["run"] / "DONE" for r in runs}
+    return pv.sha256_json(sorted((r, [_sha(d.read_bytes()), d.stat().st_mtime_ns] if d.exists() else None)
+                                 for r, d in done.items()))
+
+
+def is_fresh(entry: dict | None, fp: str, figures_dir: Path, stamp: str | None = None) -> bool:
+    """The manifest entry was made from the same inputs (and, with ``stamp``, the same run folders) and every
+    file it lists still exists."""
     if not entry or entry.get("fingerprint") != fp or entry.get("status") != "ok":
         return False
-    paths = [p for o in entry.get("outputs", []) for p in o.get("paths", [])] + [entry.get("executed", "")]
-    return all(p and (figures_dir / p).exists() for p in paths)
+    if stamp is not None and entry.get("runs_stamp") != stamp:
+        return False
+    files = [p for o in entry.get("outputs", []) for p in o.get("paths", [])] + [entry.get("executed", "")]
+    return all(p and (figures_dir / p).exists() for p in files)
 
 
 def _rel(path: str | Path, base: Path) -> str:
     """``path`` relative to ``base`` when inside it (manifests stay valid when the folder moves)."""
-    p = Path(path).resolve()
+    return paths.relative(path, base)
+
+
+def reference_identity(prof, resolve: bool = True) -> dict:
+    """Root-relative path and identity (``study.provenance.model_identity``) of the profile's reference model."""
     try:
-        return str(p.relative_to(base))
-    except ValueError:
-        return str(p)
+        ref = reference_dir(prof, resolve=resolve)
+    except UserError:
+        return {}
+    if ref is None:
+        return {"missing": str(prof.reference)}
+    return {"path": paths.relative(ref), **pv.model_identity(ref)}
+
+
+def environment_record() -> dict:
+    """Package versions, Python and platform, as written into the manifest."""
+    import platform
+
+    from study.runs import package_versions
+
+    return {"packages": package_versions(), "platform": platform.platform()}
+
+
+def git_head(root: Path) -> str | None:
+    from study.runs import git_commit
+
+    return git_commit(root)
 
 
 def outputs_index(manifest: dict) -> dict:
@@ -192,20 +256,45 @@ def _read_log(path: Path) -> tuple[list[dict], list[dict]]:
     return outputs, verdicts
 
 
+class _env:
+    """Set environment variables for a ``with`` block (the notebook kernel inherits them)."""
+
+    def __init__(self, **values: str):
+        self.values, self.old = values, {}
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            self.old[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc):
+        for k, v in self.old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _params_path(p: Path) -> str:
+    """A notebook parameter path: root-relative where it lies under the root (no machine paths in committed
+    notebooks; the notebook runs with the root as working directory), else absolute."""
+    return paths.relative(p)
+
+
 def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool = False,
-              figures_dir: str | Path | None = None, runs_dir: str | Path = "runs", train: bool = True,
+              figures_dir: str | Path | None = None, runs_dir: str | Path | None = None, train: bool = True,
               progress: bool = True, jobs: int = 1) -> dict:
     """Library entry of ``study reproduce``; returns the manifest."""
     from tqdm.auto import tqdm
 
     from study import experiments as ex
-    from study.runs import git_commit
 
     prof = load_profile(profile)
     nbs = select(only)
     fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(prof.name, prof.figures_dir)
     fig_dir = fig_dir.resolve()
-    runs_dir = Path(runs_dir).resolve()
+    runs_dir = (Path(runs_dir) if runs_dir is not None else paths.runs_dir()).resolve()
+    root = paths.root()
 
     # 1. runs
     groups = list(dict.fromkeys(g for nb in nbs for g in nb.groups))
@@ -224,22 +313,26 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
     manifest = read_manifest(fig_dir)
     manifest.setdefault("notebooks", {})
     manifest["profile"] = prof.name
-    commit = git_commit(REPO_ROOT)
+    reference = reference_identity(prof)
+    commit = git_head(root)
     for nb in tqdm(nbs, desc="notebooks", unit="nb", disable=not progress):
-        src = NOTEBOOKS_DIR / f"{nb.name}.ipynb"
+        src = notebook_source(nb.name)
         if not src.exists():
             raise UserError(f"notebook not found: {src}")
         runs = [r for g in nb.groups for r in run_manifest(g, prof)]
-        fp = fingerprint(nb, prof, runs, src, runs_dir)
+        parts = fingerprint_parts(nb, prof, runs, src, reference)
+        fp = fingerprint(parts)
+        stamp = runs_stamp(runs, runs_dir)
         entry = manifest["notebooks"].get(nb.name)
-        if not force and is_fresh(entry, fp, fig_dir):
+        if not force and is_fresh(entry, fp, fig_dir, stamp):
             continue
         dst = fig_dir / "notebooks" / f"{nb.name}.ipynb"
-        params = {"profile": str(prof.path), "runs_dir": str(runs_dir), "figures_dir": str(fig_dir)}
-        with tempfile.TemporaryDirectory() as td:
+        params = {"profile": prof.name if paths.profile_path(prof.name) == prof.path else _params_path(prof.path),
+                  "runs_dir": _params_path(runs_dir), "figures_dir": _params_path(fig_dir)}
+        with tempfile.TemporaryDirectory() as td, _env(STUDY_ROOT=str(root)):
             log = Path(td) / "outputs.jsonl"
             t0 = time.time()
-            execute_notebook(src, dst, params, log, cwd=NOTEBOOKS_DIR)
+            execute_notebook(src, dst, params, log, cwd=root)
             wall = time.time() - t0
             outputs, verdicts = _read_log(log)
         manifest["notebooks"][nb.name] = {
@@ -247,21 +340,120 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
             "what": nb.what,
             "profile": prof.name,
             "executed": _rel(dst, fig_dir),
-            "outputs": [{"kind": o["kind"], "name": o["name"], "paths": [_rel(p, fig_dir) for p in o["paths"]]}
+            "outputs": [{"kind": o["kind"], "name": o["name"], "paths": [_rel(p, fig_dir) for p in o["paths"]],
+                         "sha256": {_rel(p, fig_dir): file_sha256(Path(p)) for p in o["paths"]}}
                         for o in outputs],
             "verdicts": [v["text"] for v in verdicts],
-            "runs": [{**r, "config": _rel(r["config"], REPO_ROOT)} for r in runs],
+            "runs": runs,
             "git_commit": commit,
             "wall_time_s": round(wall, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "fingerprint": fp,
+            "fingerprint_parts": parts,
+            "runs_stamp": stamp,
         }
         manifest["outputs"] = outputs_index(manifest)
+        _stamp(manifest, reference, commit)
         write_manifest(fig_dir, manifest)  # after every notebook: a later failure keeps what finished
     manifest["outputs"] = outputs_index(manifest)
+    _stamp(manifest, reference, commit)
     write_manifest(fig_dir, manifest)
     write_results(fig_dir, manifest)
     return manifest
+
+
+def _stamp(manifest: dict, reference: dict, commit: str | None) -> None:
+    """Top-level provenance of the manifest: package versions, the reference weights, the code fingerprint of
+    each trainer, the commit of the last update."""
+    from study.train import TRAINERS
+
+    manifest["environment"] = environment_record()
+    manifest["reference"] = reference
+    manifest["training_code"] = {t: pv.code_fingerprint(["study.train", m.split(":")[0]])
+                                 for t, m in TRAINERS.items()}
+    manifest["git_commit"] = commit
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --check
+
+
+def _is_ancestor(commit: str, root: Path) -> bool | None:
+    """Is ``commit`` (possibly ``-dirty``) in the history of ``root``'s HEAD? ``None`` where git cannot tell."""
+    sha = commit.removesuffix("-dirty")
+    try:
+        r = subprocess.run(["git", "merge-base", "--is-ancestor", sha, "HEAD"], cwd=root, capture_output=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: True, 1: False}.get(r.returncode)
+
+
+def _changed_modules(old: dict, new: dict) -> list[str]:
+    a, b = old.get("modules", {}), new.get("modules", {})
+    return sorted(m for m in set(a) | set(b) if a.get(m) != b.get(m))
+
+
+def check(profile: str = "mini", figures_dir: str | Path | None = None) -> list[str]:
+    """Why the outputs in ``<figures_dir>/MANIFEST.json`` would not be reproduced by this checkout: one line per
+    problem, empty when every output is current. Trains, executes and reads no run folders."""
+    from study.train import TRAINERS
+
+    prof = load_profile(profile)
+    fig_dir = (Path(figures_dir) if figures_dir else default_figures_dir(prof.name, prof.figures_dir)).resolve()
+    manifest = read_manifest(fig_dir)
+    if not manifest.get("notebooks"):
+        return [f"{paths.relative(fig_dir / 'MANIFEST.json')}: missing or empty (run `study reproduce --profile "
+                f"{prof.name}`)"]
+    problems: list[str] = []
+    reference = reference_identity(prof, resolve=False)
+    old_ref = manifest.get("reference", {})
+    if old_ref.get("sha256") != reference.get("sha256"):
+        problems.append(f"reference model: this checkout's ({reference.get('path') or reference}, sha256 "
+                        f"{str(reference.get('sha256'))[:12]}) is not the one the figures were made with (sha256 "
+                        f"{str(old_ref.get('sha256'))[:12]}); every number downstream of a retrained reference "
+                        "differs within noise")
+    for t, m in TRAINERS.items():
+        old = manifest.get("training_code", {}).get(t)
+        new = pv.code_fingerprint(["study.train", m.split(":")[0]])
+        if old and old.get("sha256") != new["sha256"]:
+            problems.append(f"{t} training code changed since the figures were made: "
+                            f"{', '.join(_changed_modules(old, new))}")
+    root = paths.root()
+    for nb in NOTEBOOKS:
+        entry = manifest["notebooks"].get(nb.name)
+        src = notebook_source(nb.name)
+        if entry is None:
+            if src.exists():
+                problems.append(f"{nb.name}: not in the manifest")
+            continue
+        label = f"{nb.name} ({', '.join(o['name'] for o in entry.get('outputs', [])) or 'no outputs'})"
+        if not src.exists():
+            problems.append(f"{label}: notebook source {paths.relative(src)} is gone")
+            continue
+        runs = [r for g in nb.groups if g in prof.groups for r in run_manifest(g, prof, resolve=False)]
+        parts = fingerprint_parts(nb, prof, runs, src, reference)
+        if fingerprint(parts) != entry.get("fingerprint"):
+            old = entry.get("fingerprint_parts", {})
+            why = [k for k in parts if k != "runs" and parts[k] != old.get(k)]
+            old_runs = dict(map(tuple, old.get("runs", [])))
+            stale = [r for r, k in parts["runs"] if old_runs.get(r) != k]
+            if stale:
+                why.append(f"run key of {', '.join(stale[:4])}{' ...' if len(stale) > 4 else ''}")
+            problems.append(f"{label}: stale fingerprint ({'; '.join(why) or 'format'} changed)")
+        for o in entry.get("outputs", []):
+            for rel, sha in (o.get("sha256") or {p: None for p in o["paths"]}).items():
+                f = fig_dir / rel
+                if not f.exists():
+                    problems.append(f"{label}: {paths.relative(f)} is missing")
+                elif sha is not None and file_sha256(f) != sha:
+                    problems.append(f"{label}: {paths.relative(f)} differs from what the notebook wrote")
+        if not (fig_dir / entry.get("executed", "")).is_file():
+            problems.append(f"{label}: executed notebook {entry.get('executed')} is missing")
+        commit = entry.get("git_commit")
+        if commit and _is_ancestor(commit, root) is False:
+            problems.append(f"{label}: made at commit {commit[:12]}, which is not in this checkout's history")
+    return problems
 
 
 def results_markdown(manifest: dict) -> str:
@@ -298,8 +490,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated notebook names to run (default: all); see --list")
     p.add_argument("--force", action="store_true", help="retrain runs and re-execute notebooks even if cached")
     p.add_argument("--figures-dir", help="output folder (default: figures/ for mini, figures/<profile>/ otherwise)")
-    p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: <root>/runs)")
     p.add_argument("--no-train", action="store_true", help="do not train; fail if a needed run is missing")
+    p.add_argument("--check", action="store_true",
+                   help="train and execute nothing: exit 1 naming each output in MANIFEST.json that this checkout "
+                        "would not reproduce")
     p.add_argument("--jobs", type=int, default=None,
                    help="training runs at once, one process and one torch thread each (default: CPU count)")
     p.add_argument("--list", action="store_true", help="list the notebooks and the groups they need, then exit")
@@ -312,6 +507,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     prof = load_profile(args.profile)
     fig_dir = Path(args.figures_dir) if args.figures_dir else default_figures_dir(prof.name, prof.figures_dir)
+    if args.check:
+        problems = check(prof, fig_dir)
+        for line in problems:
+            print(f"stale: {line}")
+        print(f"{paths.relative(fig_dir / 'MANIFEST.json')}: "
+              + (f"{len(problems)} problem(s); run `study reproduce --profile {prof.name}`" if problems
+                 else "every output is current"))
+        return 1 if problems else 0
     manifest = reproduce(prof, args.only, args.force, fig_dir, args.runs_dir, train=not args.no_train,
                          jobs=args.jobs or os.cpu_count() or 1)
     print(f"wrote {fig_dir / 'MANIFEST.json'}")

@@ -2,15 +2,17 @@
 
     runs/<name>/
       config.yaml        the resolved config (after --set overrides)
-      provenance.json    seed, config hash, package versions, git commit, host, start time
+      provenance.json    run key, config hash, seed, code fingerprint, package versions, model identities,
+                         git commit, host, start time (a list under "resumed" for each resume)
       metrics.jsonl      one JSON row per RL step (see ``METRIC_COLUMNS``)
       samples.jsonl      a few (prompt, response, refinement, rewards, token CE) per step
-      checkpoints/       resumable checkpoints (step-N/), written atomically
+      checkpoints/       resumable checkpoints, written atomically
       eval/              post-training benchmark results
       DONE               written last; a run folder without it is incomplete
 
-Lines are appended and flushed one at a time; ``truncate_to_step`` drops rows past a checkpoint on resume so the
-log never holds duplicated or missing steps.
+A fresh run starts from an empty folder (whatever an earlier run of the same name left is removed first). A
+resumed run keeps the folder and cuts every log back to the checkpoint it resumes from (``truncate_to_step``),
+so the logs never hold duplicated or missing steps; post-training results (``eval/``, ``DONE``) go too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from study.errors import UserError
 
 # Columns every trainer writes each step (a value may be NaN where it does not apply, e.g. CE without refinement).
 METRIC_COLUMNS = [
@@ -64,7 +68,9 @@ SAMPLE_FIELDS = {
     "refined_token_ce": "policy's per-token CE on y' (same length as refined_tokens), at the step's update",
 }
 
-PACKAGES = ["torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "refiner-study", "vllm"]
+PACKAGES = ["torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "numpy", "scipy", "pandas",
+            "matplotlib", "seaborn", "papermill", "jupytext", "refiner-study", "vllm", "deepspeed"]
+"""Versions recorded in every provenance.json and in figures/MANIFEST.json (None: not installed)."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -114,20 +120,22 @@ def _jsonable(v: Any) -> Any:
 class RunLog:
     """Writer for one run folder."""
 
-    def __init__(self, root: str | Path, config: dict, seed: int, config_hash: str, resume: bool = False):
+    def __init__(self, root: str | Path, config: dict, seed: int, config_hash: str, resume: bool = False,
+                 identity: dict | None = None):
+        """``identity``: what the run's numbers depend on (``study.experiments.run_identity``: run key, code
+        fingerprint, environment, model identities), written into provenance.json."""
         self.root = Path(root)
         self.resumed = resume
         """True when the folder was opened to continue a run (trainers then restart from their last checkpoint)."""
+        if not resume:
+            clear_run_folder(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "checkpoints").mkdir(exist_ok=True)
         self.metrics_path = self.root / "metrics.jsonl"
         self.samples_path = self.root / "samples.jsonl"
-        if not resume:
-            for p in (self.metrics_path, self.samples_path, self.root / "DONE"):
-                if p.exists():
-                    p.unlink()
         atomic_write_text(self.root / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         prov = {
+            **(identity or {}),
             "seed": seed,
             "config_hash": config_hash,
             "git_commit": git_commit(),
@@ -158,7 +166,12 @@ class RunLog:
             f.flush()
 
     def truncate_to_step(self, last_step: int) -> None:
-        """Drop metric/sample rows with step > last_step (used when resuming from a checkpoint)."""
+        """Drop metric/sample rows with step > last_step, and the post-training ``eval/`` and ``DONE`` (used when
+        resuming from the checkpoint of ``last_step``; 0 when there is none and the run restarts)."""
+        import shutil
+
+        shutil.rmtree(self.root / "eval", ignore_errors=True)
+        (self.root / "DONE").unlink(missing_ok=True)
         for p in (self.metrics_path, self.samples_path):
             if not p.exists():
                 continue
@@ -173,6 +186,27 @@ class RunLog:
 
     def mark_done(self, summary: dict[str, Any] | None = None) -> None:
         atomic_write_text(self.root / "DONE", json.dumps(summary or {}, indent=2))
+
+
+RUN_FILES = ("config.yaml", "provenance.json", "metrics.jsonl", "samples.jsonl", "DONE", "checkpoints", "eval")
+
+
+def clear_run_folder(root: Path) -> None:
+    """Empty ``root`` for a fresh run. Only a folder that looks like a run folder (or is empty) is cleared: a
+    mistyped ``--runs-dir`` must not delete someone's files."""
+    import shutil
+
+    if not root.exists():
+        return
+    entries = list(root.iterdir())
+    if entries and not any(e.name in RUN_FILES for e in entries):
+        raise UserError(f"{root} exists and is not a run folder; not overwriting it (pick another run name or "
+                        "--runs-dir)")
+    for e in entries:
+        if e.is_dir() and not e.is_symlink():
+            shutil.rmtree(e)
+        else:
+            e.unlink()
 
 
 def read_metrics(run_dir: str | Path):

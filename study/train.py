@@ -21,11 +21,16 @@ from typing import Any, Callable
 from study.config import TrainConfig, load_config
 from study.errors import UserError
 
-# trainer name -> "module:function"; each function has the signature train(cfg, components, run) -> dict
+# trainer name -> "module:function"; each function has the signature train(cfg, components, run) -> dict, and
+# each module also exposes ``latest_checkpoint(run_dir) -> (path, rl_step) | None`` (what ``--resume`` continues).
 TRAINERS = {
     "dapo": "study.trainers.dapo:train_dapo",
     "ppo": "study.trainers.ppo:train_ppo",
 }
+
+KEY_EXCLUDED = ("name", "checkpoint_every", "model", "reward_model", "refiner.model")
+"""Config fields that are not part of a run key: the run's name and checkpoint interval change no number, and the
+model paths are replaced by the identity of the weights they point to (``run_identity``)."""
 
 
 @dataclass
@@ -68,14 +73,15 @@ def resolve_device(name: str) -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """``mini:<profile>`` -> the mini reference model folder (trained on first use); a folder -> itself;
-    anything else is treated as a hub id (fails offline with a clear message)."""
+    """``mini:<profile>`` -> the mini reference model folder (committed weights, else trained on first use); a
+    folder (relative to the root, ``study.paths``, or to the working directory) -> itself; anything else is
+    treated as a hub id (fails offline with a clear message)."""
     if spec.startswith("mini:"):
         from study.mini import ensure_reference
 
         return str(ensure_reference(spec.split(":", 1)[1]))
-    p = Path(spec).expanduser()
-    if p.exists():
+    p = local_path(spec)
+    if p is not None:
         if not (p / "config.json").exists():
             raise UserError(f"model: {spec} is a path but has no config.json (not an HF model folder)")
         return str(p)
@@ -85,6 +91,70 @@ def resolve_model_path(spec: str) -> str:
         raise UserError(f"model: '{spec}' is a hub id, HF_HUB_OFFLINE is set and it is not in the local cache; "
                         "download it first or give a local folder")
     return spec  # hub id
+
+
+def local_path(spec: str) -> Path | None:
+    """An existing file or folder named by a config value: relative to the root first, else to the working
+    directory (absolute paths pass through); ``None`` when neither exists."""
+    from study import paths
+
+    for p in (paths.resolve(spec), Path(spec).expanduser()):
+        if p.exists():
+            return p
+    return None
+
+
+def model_identity(spec: str | None, resolve: bool = True) -> dict:
+    """``study.provenance.model_identity`` of the weights ``spec`` names. ``resolve=False`` never trains a
+    missing mini reference (its identity is then ``{"missing": spec}``)."""
+    from study import provenance as pv
+
+    if not spec:
+        return {}
+    if spec.startswith("mini:"):
+        from study.mini import ensure_reference, find_reference
+
+        profile = spec.split(":", 1)[1]
+        path = ensure_reference(profile) if resolve else find_reference(profile)
+        return pv.model_identity(path) if path is not None else {"missing": spec}
+    local = local_path(spec)
+    return pv.model_identity(local) if local is not None else {"hub_id": spec}
+
+
+def trainer_module(name: str):
+    return importlib.import_module(TRAINERS[name].split(":")[0])
+
+
+def run_identity(cfg: TrainConfig, resolve: bool = True) -> dict:
+    """What a run's numbers depend on, and its **run key** (the cache key of ``study.experiments``):
+
+    - the resolved config without ``KEY_EXCLUDED`` fields (seed, λ, steps, eval settings ... all count);
+    - the fingerprint of the ``study`` code the run executes (``study.train`` + its trainer module, with
+      everything they import; ``study.provenance.code_fingerprint``);
+    - the versions of torch, transformers and TRL;
+    - the identity of the model weights it starts from (policy/reference, refiner, reward model).
+    """
+    from study import provenance as pv
+
+    d = cfg.model_dump(mode="json")
+    for dotted in KEY_EXCLUDED:
+        *parents, last = dotted.split(".")
+        sub = d
+        for k in parents:
+            sub = sub[k]
+        sub.pop(last, None)
+    code = pv.code_fingerprint(["study.train", TRAINERS[cfg.trainer].split(":")[0]])
+    models = {"model": model_identity(cfg.model, resolve), "refiner": model_identity(cfg.refiner.model, resolve),
+              "reward_model": model_identity(cfg.reward_model, resolve)}
+    env = pv.environment()
+    key = pv.sha256_json({"config": d, "code": code["sha256"], "env": env,
+                          "models": {k: v.get("sha256", v) for k, v in models.items()}})
+    return {"run_key": key, "code_fingerprint": code, "environment": env, "models": models}
+
+
+def latest_checkpoint(trainer: str, run_dir: str | Path) -> tuple[Path, int] | None:
+    """The checkpoint ``--resume`` would continue ``run_dir`` from, and the RL step it holds."""
+    return trainer_module(trainer).latest_checkpoint(Path(run_dir))
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -135,7 +205,8 @@ def build_components(cfg: TrainConfig) -> Components:
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     reference.requires_grad_(False)
-    problems = load_problems(cfg.data.source, path=cfg.data.path, split=cfg.data.split, limit=cfg.data.limit,
+    data_path = str(local_path(cfg.data.path) or cfg.data.path) if cfg.data.path else None
+    problems = load_problems(cfg.data.source, path=data_path, split=cfg.data.split, limit=cfg.data.limit,
                              mini_profile=cfg.data.mini_profile)
     reward_fn, max_reward = build_reward(cfg)
     refiner = None
@@ -158,30 +229,40 @@ def get_trainer(name: str) -> Callable:
     return getattr(importlib.import_module(module), fn)
 
 
-def run_training(cfg: TrainConfig, runs_dir: str | Path = "runs", resume: bool = False) -> Path:
-    """Train one config; returns the run folder."""
+def run_training(cfg: TrainConfig, runs_dir: str | Path | None = None, resume: bool = False) -> Path:
+    """Train one config into ``<runs_dir>/<name>`` (default ``study.paths.runs_dir()``); returns the run folder.
+
+    A fresh run starts from an empty folder. ``resume=True`` keeps the folder, cuts its logs back to the
+    trainer's latest checkpoint (to nothing where there is none) and continues from there."""
+    from study import paths
     from study.runs import RunLog
 
     require_vllm(cfg)
     seed_everything(cfg.seed)
-    run_dir = Path(runs_dir) / cfg.name
+    run_dir = (Path(runs_dir) if runs_dir is not None else paths.runs_dir()) / cfg.name
     components = build_components(cfg)
-    run = RunLog(run_dir, cfg.model_dump(mode="json"), cfg.seed, cfg.hash(), resume=resume)
+    run = RunLog(run_dir, cfg.model_dump(mode="json"), cfg.seed, cfg.hash(), resume=resume,
+                 identity=run_identity(cfg))
+    if resume:
+        ck = latest_checkpoint(cfg.trainer, run_dir)
+        run.truncate_to_step(ck[1] if ck is not None else 0)
     summary = get_trainer(cfg.trainer)(cfg, components, run)
     if cfg.eval_benchmarks:
-        from study.evaluate import evaluate_model
+        from study.evaluate import evaluate_after_training
 
         for bench in cfg.eval_benchmarks:
-            evaluate_model(components.policy, components.tokenizer, bench, limit=cfg.eval_limit,
-                           out_dir=run_dir / "eval" / bench)
+            evaluate_after_training(components.policy, components.tokenizer, bench, cfg, out_dir=run_dir / "eval" / bench)
     run.mark_done(summary)
     return run_dir
 
 
-def describe_plan(cfg: TrainConfig) -> str:
+def describe_plan(cfg: TrainConfig, runs_dir: str | Path | None = None) -> str:
+    from study import paths
+
     c = cfg.constraint
+    run_dir = (Path(runs_dir) if runs_dir is not None else paths.runs_dir()) / cfg.name
     lines = [
-        f"run        runs/{cfg.name}  (config hash {cfg.hash()}, seed {cfg.seed})",
+        f"run        {paths.relative(run_dir)}  (config hash {cfg.hash()}, seed {cfg.seed})",
         f"trainer    {cfg.trainer}  steps={cfg.steps}  prompts/step={cfg.rollout.num_prompts}  G={cfg.rollout.num_generations}",
         f"model      {cfg.model}",
         f"data       {cfg.data.source} split={cfg.data.split} path={cfg.data.path} limit={cfg.data.limit}",
@@ -203,7 +284,7 @@ def check_paths(cfg: TrainConfig) -> None:
     """Dry-run checks that need no model loading: model and data paths exist (or are hub ids)."""
     if not cfg.model.startswith("mini:"):
         resolve_model_path(cfg.model)
-    if cfg.data.path and not Path(cfg.data.path).expanduser().exists():
+    if cfg.data.path and local_path(cfg.data.path) is None:
         raise UserError(f"data.path: not found: {cfg.data.path}")
     if cfg.refiner.model and not cfg.refiner.model.startswith("mini:"):
         resolve_model_path(cfg.refiner.model)
@@ -216,7 +297,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. constraint.coef=0.5 (repeatable)")
     p.add_argument("--seed", type=int, help="override the seed (the run name gets a -s<seed> suffix)")
-    p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: <root>/runs)")
     p.add_argument("--dry-run", action="store_true", help="validate the config, check paths, print the plan")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
 
@@ -229,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--resume: {run_dir} has no config.yaml (not a run folder)")
         cfg = load_config(run_dir / "config.yaml", args.overrides)
         args.runs_dir = str(run_dir.parent)
+        if run_dir.name != cfg.name:
+            raise UserError(f"--resume: {run_dir} holds run '{cfg.name}' (folder renamed?)")
         resume = True
     else:
         if not args.config:
@@ -237,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             cfg = cfg.model_copy(update={"seed": args.seed, "name": f"{cfg.name}-s{args.seed}"})
     check_paths(cfg)
-    print(describe_plan(cfg))
+    print(describe_plan(cfg, args.runs_dir))
     if args.dry_run:
         return 0
     out = run_training(cfg, args.runs_dir, resume=resume)

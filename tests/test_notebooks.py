@@ -11,7 +11,8 @@ import pytest
 from study import experiments as ex
 from study import reproduce
 
-NB_DIR = ex.REPO_ROOT / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
 
 
 def _load_build():
@@ -120,7 +121,7 @@ def test_walkthrough_runs_on_the_smoke_reference(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (_mini_world_ready() and (ex.REPO_ROOT / "configs/smoke/dapo_dynamic.yaml").exists()),
+@pytest.mark.skipif(not (_mini_world_ready() and (ROOT / "configs/smoke/dapo_dynamic.yaml").exists()),
                     reason="smoke configs / mini world not available")
 def test_real_smoke_runs_feed_the_notebooks(tmp_path):
     """The real trainers' run folders (smoke DAPO, 2 seeds) through the notebooks that read metrics, samples

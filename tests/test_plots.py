@@ -189,7 +189,7 @@ def test_group_specs_labels_and_cache(syn, tmp_path):
     assert ex.cached_run(spec, runs) == runs / spec.name
     prov = runs / spec.name / "provenance.json"
     saved = prov.read_text()
-    prov.write_text(json.dumps({**json.loads(saved), "config_hash": "stale"}))
+    prov.write_text(json.dumps({**json.loads(saved), "run_key": "stale"}))  # e.g. trained by other code
     try:
         assert ex.cached_run(spec, runs) is None
         with pytest.raises(UserError, match="missing or stale.*syn-dapo-s0"):

@@ -52,19 +52,16 @@ def test_ensure_runs_trains_only_missing_or_stale_runs(syn, fake_training, tmp_p
     (runs / "syn-dapo-s1" / "DONE").unlink()  # an interrupted run is retrained...
     ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
     assert fake_training.trained[4:] == ["syn-dapo-s1"]
-    (runs / "syn-dapo-s1" / "DONE").unlink()  # ... or resumed when it left a checkpoint
-    (runs / "syn-dapo-s1" / "checkpoints" / "step-2").mkdir(parents=True)
-    ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
-    assert fake_training.trained[5:] == ["syn-dapo-s1 (resumed)"]
-    # a config change (here: a group override) changes the hash -> every run of the group retrains
+    # (resuming from a checkpoint a trainer wrote: tests/test_resume.py)
+    # a config change (here: a group override) changes the run key -> every run of the group retrains
     prof = yaml.safe_load(profile.read_text())
     prof["groups"]["fig5_dapo"]["overrides"] = ["optim.learning_rate=2e-6"]
     profile.write_text(yaml.safe_dump(prof))
     ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
-    assert len(fake_training.trained) == 10
+    assert len(fake_training.trained) == 9
     ex.ensure_runs("fig5_dapo", profile, runs, force=True, progress=False)
-    assert len(fake_training.trained) == 14
-    assert not any("resumed" in t for t in fake_training.trained[10:])
+    assert len(fake_training.trained) == 13
+    assert not any("resumed" in t for t in fake_training.trained[9:])
 
 
 def _fake_execute(calls, fail_on=()):
@@ -101,8 +98,10 @@ def test_manifest_records_outputs_runs_and_resumes(syn, tmp_path, monkeypatch):
     assert on_disk == m and m["profile"] == "synthetic"
     e = m["notebooks"]["02_dapo_vs_dynamic"]
     assert e["status"] == "ok" and e["executed"] == "notebooks/02_dapo_vs_dynamic.ipynb"
-    assert e["outputs"] == [{"kind": "figure", "name": "fig_02_dapo_vs_dynamic",
-                             "paths": ["fig_02_dapo_vs_dynamic.png", "fig_02_dapo_vs_dynamic.pdf"]}]
+    assert [{k: o[k] for k in ("kind", "name", "paths")} for o in e["outputs"]] == [
+        {"kind": "figure", "name": "fig_02_dapo_vs_dynamic",
+         "paths": ["fig_02_dapo_vs_dynamic.png", "fig_02_dapo_vs_dynamic.pdf"]}]
+    assert set(e["outputs"][0]["sha256"]) == {"fig_02_dapo_vs_dynamic.png", "fig_02_dapo_vs_dynamic.pdf"}
     assert e["verdicts"] == ["02_dapo_vs_dynamic: +1.0 [0.5, 1.5]"]
     assert {(r["label"], r["seed"]) for r in e["runs"]} == {("dapo", 0), ("dapo", 1), ("dynamic", 0), ("dynamic", 1)}
     specs = ex.group_specs("fig5_dapo", profile)
@@ -160,8 +159,10 @@ def test_cli_arguments_and_defaults(capsys):
     assert main(["reproduce", "--only", "99_nope", "--no-train"]) == 2
     assert "unknown notebook(s) 99_nope" in capsys.readouterr().err
     assert main(["reproduce", "--profile", "nope"]) == 2
-    assert reproduce.default_figures_dir("mini") == ex.REPO_ROOT / "figures"
-    assert reproduce.default_figures_dir("smoke") == ex.REPO_ROOT / "figures" / "smoke"
+    from study import paths
+
+    assert reproduce.default_figures_dir("mini") == paths.root() / "figures"
+    assert reproduce.default_figures_dir("smoke") == paths.root() / "figures" / "smoke"
     assert [n.name for n in reproduce.select(None)][0] == "00_reference_model"
 
 

@@ -381,17 +381,50 @@ def recipe_for(profile: str, **overrides) -> Recipe:
     return replace(RECIPES[profile], **{k: v for k, v in overrides.items() if v is not None})
 
 
-def ensure_reference(profile: str, root: str | Path | None = None) -> Path:
-    """``root/<profile>/`` holding a finished reference model (``DONE`` with this recipe's hash), trained there
-    first if needed. ``root`` defaults to ``$STUDY_ARTIFACTS/mini`` when that variable is set, else
-    ``artifacts/mini``."""
-    if root is None:
-        env = os.environ.get("STUDY_ARTIFACTS")
-        root = Path(env) / "mini" if env else Path("artifacts/mini")
+def committed_reference(profile: str) -> Path:
+    """Where the committed weights of a profile's reference live: ``<root>/models/mini/<profile>`` (the model
+    the committed figures were made with; ``study.paths.models_dir``)."""
+    from study.paths import models_dir
+
+    return models_dir() / "mini" / profile
+
+
+def find_reference(profile: str, root: str | Path | None = None) -> Path | None:
+    """A finished reference model folder for ``profile`` (``DONE`` with this recipe's hash), without training:
+    ``root/<profile>`` when ``root`` is given; else ``$STUDY_ARTIFACTS/mini/<profile>`` when that variable is
+    set and the folder is finished; else the committed weights (:func:`committed_reference`); else
+    ``<root>/artifacts/mini/<profile>``. ``None`` when none is finished."""
+    from study.paths import artifacts_dir
+
     recipe = recipe_for(profile)
-    path = Path(root) / profile
-    if not _is_done(path, recipe):
-        build(recipe, path)
+    if root is not None:
+        cands = [Path(root) / profile]
+    else:
+        cands = []
+        if os.environ.get("STUDY_ARTIFACTS"):
+            cands.append(artifacts_dir() / "mini" / profile)
+        cands += [committed_reference(profile), artifacts_dir() / "mini" / profile]
+    return next((c for c in cands if _is_done(c, recipe)), None)
+
+
+def ensure_reference(profile: str, root: str | Path | None = None) -> Path:
+    """A finished reference model for ``profile`` (:func:`find_reference`), trained first if there is none:
+    into ``root/<profile>``, or ``$STUDY_ARTIFACTS/mini/<profile>``, or ``<root>/artifacts/mini/<profile>``.
+
+    Training is deterministic for one machine and library versions, but across machines or versions the same
+    recipe gives a different model (greedy pass@1 0.360 vs 0.390 was seen), so a retrained reference prints a
+    note: every number downstream of it differs, within noise, from the committed figures."""
+    from study.paths import artifacts_dir
+
+    found = find_reference(profile, root)
+    if found is not None:
+        return found
+    path = Path(root) / profile if root is not None else artifacts_dir() / "mini" / profile
+    if committed_reference(profile).exists() and root is None:
+        print(f"note: training the mini reference '{profile}' from scratch into {path}: the committed weights in "
+              f"{committed_reference(profile)} were made by another recipe; numbers downstream of a retrained "
+              "reference differ (within noise) from the committed figures", flush=True)
+    build(recipe_for(profile), path)
     return path
 
 

@@ -46,6 +46,7 @@ checkpoints under ``<run>/checkpoints/checkpoint-<optimiser step>``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections import defaultdict
@@ -110,7 +111,6 @@ class DynamicDAPOTrainer(GRPOTrainer):
             raise UserError("constraint.mode dynamic needs a refiner (components.refiner is None)")
         self.timer = StepTimer()
         self.rl_step = 0
-        self._refill_rng = random.Random(study_cfg.seed * 1000003 + self.accelerator.process_index)
         self._round: dict[str, Any] = {}
         self._row: dict[str, Any] = {}
         self._upd: defaultdict[str, list] = defaultdict(list)
@@ -150,11 +150,14 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self.timer.add("rollout", time.perf_counter() - t0 - reward_dt)
         return batch, self._round
 
-    def _fresh_rows(self, n_prompts: int) -> list[dict]:
+    def _fresh_rows(self, n_prompts: int, round_: int) -> list[dict]:
+        """Refill prompts of sampling round ``round_`` of this RL step: drawn by a generator seeded with (seed,
+        process, RL step, round), so a run resumed from a checkpoint draws exactly what the uninterrupted run drew."""
         ds = self.train_dataset
-        idx = self._refill_rng.sample(range(len(ds)), min(n_prompts, len(ds)))
+        rng = random.Random(f"refill/{self.cfg.seed}/{self.accelerator.process_index}/{self.rl_step}/{round_}")
+        idx = rng.sample(range(len(ds)), min(n_prompts, len(ds)))
         while len(idx) < n_prompts:  # tiny datasets: repeat
-            idx.append(self._refill_rng.randrange(len(ds)))
+            idx.append(rng.randrange(len(ds)))
         return [dict(ds[i]) for i in idx for _ in range(self.G)]
 
     def _dynamic_sampling(self, inputs):
@@ -186,7 +189,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
             # refill with twice the missing groups (the same count on every process), at most a full batch
             missing = torch.tensor(max(B // G - len(good), 0), device=self.accelerator.device)
             missing = int(self.accelerator.gather(missing.unsqueeze(0)).max().item())
-            rounds.append(self._one_round(self._fresh_rows(min(B // G, 2 * missing))))
+            rounds.append(self._one_round(self._fresh_rows(min(B // G, 2 * missing), len(rounds))))
             good = informative()
         picks = good[: B // G]
         if len(picks) < B // G:  # cap hit: fill with the best uninformative groups
@@ -655,6 +658,7 @@ def grpo_args(cfg, output_dir: str | Path, device: str) -> GRPOConfig:
         logging_steps=1,
         save_strategy="steps",
         save_steps=(cfg.checkpoint_every or cfg.steps) * spg * cfg.dapo.num_iterations,
+        save_total_limit=1,  # only the latest checkpoint is resumed from
         disable_dropout=True,
         gradient_checkpointing=cfg.speed.gradient_checkpointing,
         use_vllm=cfg.vllm.rollouts,  # vLLM rollouts through TRL (issue 6; never run on our CPU machines)
@@ -695,6 +699,23 @@ def build_trainer(cfg, components, run) -> DynamicDAPOTrainer:
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
     cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return cks[-1] if cks else None
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    """The TRL checkpoint ``--resume`` continues from and the RL step it holds (``study.train.latest_checkpoint``).
+    A checkpoint folder counts once TRL has written its ``trainer_state.json`` (the last file it writes)."""
+    ck = last_checkpoint(Path(run_dir) / "checkpoints")
+    if ck is None or not (ck / "trainer_state.json").exists():
+        return None
+    state = json.loads((ck / "trainer_state.json").read_text())
+    per_rl_step = max(1, int(state.get("max_steps", 0)) // max(1, _rl_steps(run_dir)))
+    return ck, int(ck.name.split("-")[-1]) // per_rl_step
+
+
+def _rl_steps(run_dir: Path) -> int:
+    import yaml
+
+    return int(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["steps"])
 
 
 def train_dapo(cfg, components, run) -> dict:

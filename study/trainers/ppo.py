@@ -41,7 +41,7 @@ Choices stated here because the paper does not fix them:
 * The ``samples.jsonl`` CE on y' is the policy's, measured right before the update of that step.
 
 Checkpoints (``checkpoint_every`` and the last step) go to ``<run>/checkpoints/step-<N>/`` (written to a temp
-folder, then renamed): ``policy/`` (HF folder + tokenizer), ``critic.pt``, ``optim_actor.pt``,
+folder, then renamed; only the latest is kept): ``policy/`` (HF folder + tokenizer), ``critic.pt``, ``optim_actor.pt``,
 ``optim_critic.pt``, ``rng.pt`` (python/numpy/torch/cuda RNG and the data-order generator) and ``state.json``.
 :func:`load_checkpoint` restores all of it, so a resume path only needs to call it and start at ``step + 1``.
 """
@@ -326,7 +326,21 @@ def save_checkpoint(root: Path, step: int, policy, tokenizer, critic, opt_actor,
     latest_tmp = root / f".latest.tmp{os.getpid()}"
     latest_tmp.write_text(final.name)
     os.replace(latest_tmp, root / "latest")
+    for old in root.glob("step-*"):  # only the latest is ever resumed from
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    """The checkpoint ``--resume`` continues from (``checkpoints/latest``) and its step
+    (``study.train.latest_checkpoint``)."""
+    root = Path(run_dir) / "checkpoints"
+    try:
+        path = root / (root / "latest").read_text().strip()
+        return path, int(json.loads((path / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def load_checkpoint(path: Path, policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
@@ -429,8 +443,8 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     refine_fn = make_refine_fn(cfg, components) if mode == "dynamic" else None
     ckpt_root = Path(run.root) / "checkpoints"
 
-    if resume_from is None and getattr(run, "resumed", False) and (ckpt_root / "latest").exists():
-        resume_from = ckpt_root / (ckpt_root / "latest").read_text().strip()
+    if resume_from is None and getattr(run, "resumed", False) and latest_checkpoint(run.root) is not None:
+        resume_from = latest_checkpoint(run.root)[0]
     start = 1
     if resume_from is not None:
         start = load_checkpoint(Path(resume_from), policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,

@@ -1,0 +1,1 @@
+"""Experiment profiles shipped with the package (``study.paths.profile_path``)."""
