@@ -271,8 +271,13 @@ def _set_dotted(d: dict, key: str, value) -> None:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read, override (``key.sub=value``, value parsed as YAML) and validate a config."""
+    """Read, override (``key.sub=value``, value parsed as YAML) and validate a config. A relative ``path`` is
+    looked up in the working directory, then under the root (``study.paths``)."""
+    from study import paths
+
     path = Path(path)
+    if not path.is_file() and paths.resolve(path).is_file():
+        path = paths.resolve(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:

@@ -335,6 +335,8 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
             execute_notebook(src, dst, params, log, cwd=root)
             wall = time.time() - t0
             outputs, verdicts = _read_log(log)
+        for o in outputs:  # the kernel ran in the root: relative paths are root-relative
+            o["paths"] = [str(root / p) for p in o["paths"]]
         manifest["notebooks"][nb.name] = {
             "status": "ok",
             "what": nb.what,

@@ -68,3 +68,24 @@ def tiny_reward_model_dir(tmp_path_factory):
     LlamaForSequenceClassification(cfg).save_pretrained(out)
     hf_tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, smoke_model_dir):
+    """A copy of the repository (its tracked files) in which ``study reproduce --profile smoke`` ran once per
+    session: every smoke run trained, every notebook executed, the manifest written, all with the copy's own
+    ``study`` code (``env`` puts it first on PYTHONPATH). Tests that change it work on their own copy."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from tests_support import copy_repo
+
+    root = copy_repo(tmp_path_factory.mktemp("smoke-study") / "repo")
+    env = {**os.environ, "PYTHONPATH": str(root), "STUDY_ARTIFACTS": str(Path(smoke_model_dir).parents[1])}
+    env.pop("STUDY_ROOT", None)
+    r = subprocess.run([sys.executable, "-m", "study", "reproduce", "--profile", "smoke"], cwd=root, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return SimpleNamespace(root=root, env=env, figures=root / "figures" / "smoke", runs=root / "runs", log=r.stdout)
