@@ -8,11 +8,15 @@
 Steps:
 1. Train each missing run of the experiment groups the selected notebooks need (``study.experiments``: a run
    is reused when its folder has ``DONE`` and the same config hash).
-2. Execute each notebook (kernel ``python3``) with parameters ``profile``, ``runs_dir``, ``figures_dir``.
-   The executed copy goes to ``<figures_dir>/notebooks/<name>.ipynb`` (written to a temp file, renamed on success).
-   Figures land in ``<figures_dir>/<name>.png/.pdf``, tables in ``<figures_dir>/tables/<name>.csv/.md``.
-3. Update ``<figures_dir>/MANIFEST.json``: per notebook its outputs, verdicts, profile, config hashes and seeds
-   of the runs it read, git commit, wall time, and an input fingerprint.
+2. Execute each notebook: its source ``notebooks/<name>.py`` (a jupytext percent script) is converted with
+   jupytext and run by papermill (kernel ``python3``) with parameters ``profile``, ``runs_dir``, ``figures_dir``
+   (repository-relative where possible). The executed copy goes to ``<figures_dir>/notebooks/<name>.ipynb``
+   (written to a temp file, renamed on success). Figures land in ``<figures_dir>/<name>.png/.pdf``, tables in
+   ``<figures_dir>/tables/<name>.csv/.md``; the executed notebook shows each of them inline.
+3. Update ``<figures_dir>/MANIFEST.json``: per notebook its outputs, verdicts (and claim rows), profile, config
+   hashes and seeds of the runs it read, git commit, wall time, and an input fingerprint.
+4. Assemble ``<figures_dir>/tables/verdicts.csv/.md`` (``study.verdicts``: one row per claim of the paper),
+   ``<figures_dir>/explorer.html`` (``study.explore``: every logged sample of every run) and ``RESULTS.md``.
 
 Resumable: a notebook whose fingerprint (notebook source + profile + run config hashes) matches the manifest and
 whose outputs all exist is skipped (``--force`` re-executes). A failing notebook prints one line and exits 2;
@@ -33,16 +37,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from study import verdicts as verdicts_mod
 from study.errors import UserError
-from study.experiments import REPO_ROOT, load_profile, run_manifest
+from study.experiments import PROFILES_DIR, REPO_ROOT, load_profile, run_manifest
 
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+def notebooks_dir() -> Path:
+    """Where the notebook sources (jupytext percent scripts ``<name>.py``) live."""
+    return REPO_ROOT / "notebooks"
+
 
 
 @dataclass(frozen=True)
 class NotebookSpec:
     name: str
-    """File stem in ``notebooks/``."""
+    """File stem of its source ``notebooks/<name>.py``."""
     groups: tuple[str, ...]
     """Experiment groups whose runs it reads (trained before it runs)."""
     what: str
@@ -59,9 +68,13 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("06_qualitative", ("fig5_dapo",), "Figs. 8-11 / Table 4 qualitative refinements"),
     NotebookSpec("07_hyperparameters", ("fig4_ppo", "fig5_dapo"), "Table 2 hyperparameters, training-time cost"),
     NotebookSpec("08_beyond_the_paper", ("beyond",), "beyond the paper: static SFT, ReLIFT, self-refinement, CE scope"),
-    NotebookSpec("walkthrough", (), "the method step by step on one problem"),
+    NotebookSpec("walkthrough", ("fig5_dapo",), "the method step by step on one problem (example from the run data)"),
 ]
 BY_NAME = {n.name: n for n in NOTEBOOKS}
+
+ANALYSIS_CODE = ("plots.py", "experiments.py", "stats.py", "outputs.py", "verdicts.py", "tables.py", "explore.py",
+                 "walkthrough.py")
+"""The modules notebooks call (part of each notebook's fingerprint)."""
 
 
 def default_figures_dir(profile_name: str, configured: str | None = None) -> Path:
@@ -74,7 +87,7 @@ def default_figures_dir(profile_name: str, configured: str | None = None) -> Pat
 def select(only: list[str] | None) -> list[NotebookSpec]:
     if not only:
         return list(NOTEBOOKS)
-    names = [x.strip().removesuffix(".ipynb") for item in only for x in item.split(",") if x.strip()]
+    names = [x.strip().removesuffix(".ipynb").removesuffix(".py") for item in only for x in item.split(",") if x.strip()]
     bad = [n for n in names if n not in BY_NAME]
     if bad:
         raise UserError(f"--only: unknown notebook(s) {', '.join(bad)} (known: {', '.join(BY_NAME)})")
@@ -94,7 +107,7 @@ def fingerprint(nb: NotebookSpec, profile, runs: list[dict], notebook_path: Path
 
     blob = json.dumps({
         "notebook": _sha(notebook_path.read_bytes()),
-        "code": [_sha((REPO_ROOT / "study" / f).read_bytes()) for f in ("plots.py", "experiments.py")],
+        "code": [_sha((REPO_ROOT / "study" / f).read_bytes()) for f in ANALYSIS_CODE],
         "profile": _sha(Path(profile.path).read_bytes()),
         "runs": sorted((r["run"], r["config_hash"], done_stamp(r)) for r in runs),
     }, sort_keys=True)
@@ -149,19 +162,50 @@ def outputs_index(manifest: dict) -> dict:
     return out
 
 
+def load_source(src: Path):
+    """The notebook of a jupytext percent script (``# %%`` cells; a cell tagged ``parameters``)."""
+    import jupytext
+
+    nb = jupytext.read(src)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    return nb
+
+
+def notebook_parameters(profile, runs_dir: Path, figures_dir: Path, root: Path = REPO_ROOT) -> dict:
+    """papermill's parameters: paths relative to the repository root where they lie inside it (the notebooks
+    chdir there), and a shipped profile by its name, so executed notebooks hold no machine paths."""
+    def rel(p: Path) -> str:
+        p = Path(p).resolve()
+        try:
+            return str(p.relative_to(root.resolve()))
+        except ValueError:
+            return str(p)
+
+    path = Path(profile.path).resolve()
+    shipped = path.parent == PROFILES_DIR.resolve() and path.stem == profile.name
+    return {"profile": profile.name if shipped else rel(path), "runs_dir": rel(runs_dir),
+            "figures_dir": rel(figures_dir)}
+
+
 def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd: Path) -> None:
-    """papermill ``src`` -> ``dst`` (temp file renamed on success; on failure the partial copy is kept next to
-    it as ``<name>.failed.ipynb``). ``log_path`` collects the notebook's saved outputs and verdicts."""
+    """jupytext ``src`` (a percent script) -> papermill -> ``dst`` (temp file renamed on success; on failure the
+    partial copy is kept next to it as ``<name>.failed.ipynb``). ``log_path`` collects the notebook's saved
+    outputs and verdicts. The kernel runs unattended: progress bars off (``TQDM_DISABLE``), static explorer views
+    (``STUDY_BATCH``)."""
+    import nbformat
     import papermill as pm
+
+    from study import outputs
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}.ipynb")
     failed = dst.with_name(f"{dst.stem}.failed.ipynb")
-    old = os.environ.get("STUDY_OUTPUT_LOG")
-    os.environ["STUDY_OUTPUT_LOG"] = str(log_path)
+    env = {outputs.OUTPUT_LOG_ENV: str(log_path), outputs.BATCH_ENV: "1", "TQDM_DISABLE": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        pm.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name="python3", cwd=str(cwd),
-                            progress_bar=False, log_output=False)
+        pm.execute_notebook(load_source(src), str(tmp), parameters=parameters, kernel_name="python3",
+                            cwd=str(cwd), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as exc:
         if tmp.exists():
             os.replace(tmp, failed)
@@ -172,24 +216,29 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd
         tmp.unlink(missing_ok=True)
         raise
     finally:
-        if old is None:
-            os.environ.pop("STUDY_OUTPUT_LOG", None)
-        else:
-            os.environ["STUDY_OUTPUT_LOG"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    book = nbformat.read(tmp, as_version=4)  # papermill records its temp paths: keep repository-relative ones
+    book.metadata.setdefault("papermill", {}).update(input_path=f"notebooks/{src.name}", output_path=f"{dst.name}")
+    nbformat.write(book, tmp)
     os.replace(tmp, dst)
     failed.unlink(missing_ok=True)
 
 
-def _read_log(path: Path) -> tuple[list[dict], list[dict]]:
-    outputs, verdicts = [], []
+def _read_log(path: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    """(saved outputs, notes, claim rows) a notebook logged."""
+    outputs, notes, claims = [], [], []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 e = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            (verdicts if e.get("kind") == "verdict" else outputs).append(e)
-    return outputs, verdicts
+            {"verdict": notes, "claim": claims}.get(e.get("kind"), outputs).append(e)
+    return outputs, notes, claims
 
 
 def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool = False,
@@ -226,7 +275,7 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
     manifest["profile"] = prof.name
     commit = git_commit(REPO_ROOT)
     for nb in tqdm(nbs, desc="notebooks", unit="nb", disable=not progress):
-        src = NOTEBOOKS_DIR / f"{nb.name}.ipynb"
+        src = notebooks_dir() / f"{nb.name}.py"
         if not src.exists():
             raise UserError(f"notebook not found: {src}")
         runs = [r for g in nb.groups for r in run_manifest(g, prof)]
@@ -235,13 +284,13 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
         if not force and is_fresh(entry, fp, fig_dir):
             continue
         dst = fig_dir / "notebooks" / f"{nb.name}.ipynb"
-        params = {"profile": str(prof.path), "runs_dir": str(runs_dir), "figures_dir": str(fig_dir)}
+        params = notebook_parameters(prof, runs_dir, fig_dir)
         with tempfile.TemporaryDirectory() as td:
             log = Path(td) / "outputs.jsonl"
             t0 = time.time()
-            execute_notebook(src, dst, params, log, cwd=NOTEBOOKS_DIR)
+            execute_notebook(src, dst, params, log, cwd=notebooks_dir())
             wall = time.time() - t0
-            outputs, verdicts = _read_log(log)
+            outputs, verdicts, claims = _read_log(log)
         manifest["notebooks"][nb.name] = {
             "status": "ok",
             "what": nb.what,
@@ -249,7 +298,8 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
             "executed": _rel(dst, fig_dir),
             "outputs": [{"kind": o["kind"], "name": o["name"], "paths": [_rel(p, fig_dir) for p in o["paths"]]}
                         for o in outputs],
-            "verdicts": [v["text"] for v in verdicts],
+            "verdicts": [v["text"] for v in verdicts] + [verdicts_mod.line_of(c) for c in claims],
+            "claims": [{k: v for k, v in c.items() if k != "kind"} for c in claims],
             "runs": [{**r, "config": _rel(r["config"], REPO_ROOT)} for r in runs],
             "git_commit": commit,
             "wall_time_s": round(wall, 2),
@@ -260,15 +310,30 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
         write_manifest(fig_dir, manifest)  # after every notebook: a later failure keeps what finished
     manifest["outputs"] = outputs_index(manifest)
     write_manifest(fig_dir, manifest)
+    write_analysis(prof, runs_dir, fig_dir, manifest)
     write_results(fig_dir, manifest)
     return manifest
 
 
-def results_markdown(manifest: dict) -> str:
+def write_analysis(prof, runs_dir: Path, fig_dir: Path, manifest: dict) -> None:
+    """What is assembled over all notebooks: ``tables/verdicts.csv/.md`` from every notebook's claim rows (a claim
+    no notebook recorded: ``not run``) and ``explorer.html`` over every logged sample of every trained run."""
+    from study import explore
+
+    rows = [dict(c, notebook=name) for name, e in manifest.get("notebooks", {}).items() for c in e.get("claims", [])]
+    verdicts_mod.write(fig_dir, rows)
+    explore.write_page(prof, runs_dir, fig_dir / "explorer.html")
+
+
+def results_markdown(manifest: dict, verdict_table: str = "") -> str:
     """Gallery + computed verdicts of a manifest, as Markdown (``<figures_dir>/RESULTS.md``)."""
     lines = [f"# Results: profile `{manifest.get('profile')}`", "",
              "Generated by `study reproduce` from `MANIFEST.json`; every number below is a notebook's computed "
-             "verdict over the runs listed in the manifest.", ""]
+             "verdict over the runs listed in the manifest.", "",
+             "Browse every logged refinement, token by token with the policy's CE: [explorer.html](explorer.html) "
+             "(one self-contained page; open it in a browser).", ""]
+    if verdict_table:
+        lines += ["## Verdicts (`tables/verdicts.csv`)", "", verdict_table, ""]
     for name, e in manifest.get("notebooks", {}).items():
         lines += [f"## {name}: {e.get('what', '')}", "",
                   f"commit `{e.get('git_commit')}`, {len(e.get('runs', []))} runs, notebook wall time "
@@ -287,7 +352,9 @@ def results_markdown(manifest: dict) -> str:
 
 def write_results(fig_dir: Path, manifest: dict) -> None:
     tmp = fig_dir / ".RESULTS.md.tmp"
-    tmp.write_text(results_markdown(manifest), encoding="utf-8")
+    table = fig_dir / "tables" / "verdicts.md"
+    tmp.write_text(results_markdown(manifest, table.read_text(encoding="utf-8") if table.exists() else ""),
+                   encoding="utf-8")
     os.replace(tmp, fig_dir / "RESULTS.md")
 
 
