@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 profile = "mini"          # the walkthrough uses the pieces of this profile's dynamic DAPO config
-runs_dir = "runs"         # where the example comes from (example = "run")
+runs_dir = "runs"         # where the logged samples of the example come from
 figures_dir = "figures"   # the per-token table is saved to <figures_dir>/tables/walkthrough_tokens
 group = "fig5_dapo"
 label = "dynamic"

@@ -190,8 +190,8 @@ def notebook_parameters(profile, runs_dir: Path, figures_dir: Path, root: Path =
 def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd: Path) -> None:
     """jupytext ``src`` (a percent script) -> papermill -> ``dst`` (temp file renamed on success; on failure the
     partial copy is kept next to it as ``<name>.failed.ipynb``). ``log_path`` collects the notebook's saved
-    outputs and verdicts. The kernel runs unattended: progress bars off (``TQDM_DISABLE``), static explorer views
-    (``STUDY_BATCH``)."""
+    outputs and verdicts. The kernel runs unattended: progress bars off (``TQDM_DISABLE``,
+    ``HF_HUB_DISABLE_PROGRESS_BARS``), static explorer views (``STUDY_BATCH``)."""
     import nbformat
     import papermill as pm
 
@@ -200,7 +200,8 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}.ipynb")
     failed = dst.with_name(f"{dst.stem}.failed.ipynb")
-    env = {outputs.OUTPUT_LOG_ENV: str(log_path), outputs.BATCH_ENV: "1", "TQDM_DISABLE": "1"}
+    env = {outputs.OUTPUT_LOG_ENV: str(log_path), outputs.BATCH_ENV: "1", "TQDM_DISABLE": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # transformers' own bars (loading weights) follow the hub's switch
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

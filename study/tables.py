@@ -25,9 +25,9 @@ def relative_gain_table(eval_df, base_df, order: Sequence[str] | None = None, ba
     benches = list(dict.fromkeys(base_df["benchmark"])) if len(base_df) else sorted(eval_df["benchmark"].unique())
     base = {r.benchmark: 100 * r._2 for r in base_df.itertuples()} if len(base_df) else {}
     rows = [{"model": base_name, **{b: f"{base.get(b, float('nan')):.1f}" for b in benches},
-             "Avg.": f"{np.mean([base.get(b, np.nan) for b in benches]):.1f}"}]
+             "Avg.": f"{_mean([base.get(b, np.nan) for b in benches]):.1f}"}]
     labels = list(order) if order else list(dict.fromkeys(eval_df["label"].astype(str)))
-    base_avg = np.mean([base.get(b, np.nan) for b in benches])
+    base_avg = _mean([base.get(b, np.nan) for b in benches])
     for lab in labels:
         e = eval_df[eval_df["label"].astype(str) == lab]
         row = {"model": lab}
@@ -37,9 +37,15 @@ def relative_gain_table(eval_df, base_df, order: Sequence[str] | None = None, ba
             m = float(s.mean()) if len(s) else float("nan")
             vals.append(m)
             row[b] = _with_gain(m, base.get(b, np.nan), len(s))
-        row["Avg."] = _with_gain(float(np.mean(vals)), base_avg, e["seed"].nunique())
+        row["Avg."] = _with_gain(_mean(vals), base_avg, e["seed"].nunique())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean(xs) -> float:
+    """Mean of the numbers (NaN when there are none, without numpy's empty-slice warning)."""
+    xs = [float(x) for x in xs]
+    return float(np.mean(xs)) if xs else float("nan")
 
 
 def _with_gain(v: float, base: float, n: int) -> str:
