@@ -29,7 +29,7 @@ example = "run"           # "run": from the logged samples; "search": sample the
 max_problems = 20         # "search": how many training problems to try
 seed = 0
 lam = 0.1                 # λ of Eq. 6
-learning_rate = 1e-3      # one plain SGD step on λ·L_DC (large, to make its effect visible)
+learning_rate = 0.1       # one plain SGD step on λ·L_DC (large, to make its effect visible in one step)
 
 # %%
 import pandas as pd
