@@ -47,7 +47,6 @@ def notebooks_dir() -> Path:
     return REPO_ROOT / "notebooks"
 
 
-
 @dataclass(frozen=True)
 class NotebookSpec:
     name: str

@@ -41,7 +41,7 @@ def test_relift_config_defaults_validation_and_hash():
     import hashlib
 
     d = cfg.model_dump(mode="json")
-    for late in ("relift", "speed", "vllm"):  # sections added after the first runs (issues 9, 8, 6)
+    for late in ("relift", "speed", "vllm", "report_to"):  # added after the first runs (issues 9, 8, 6, 20)
         d.pop(late)
     assert cfg.hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     for bad, where in [({"relift": {"sft_every": 0}}, "relift.sft_every"),
