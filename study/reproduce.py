@@ -222,7 +222,7 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd
             else:
                 os.environ[k] = v
     book = nbformat.read(tmp, as_version=4)  # papermill records its temp paths: keep repository-relative ones
-    book.metadata.setdefault("papermill", {}).update(input_path=f"notebooks/{src.name}", output_path=f"{dst.name}")
+    book.metadata.setdefault("papermill", {}).update(input_path=_rel(src, REPO_ROOT), output_path=dst.name)
     nbformat.write(book, tmp)
     os.replace(tmp, dst)
     failed.unlink(missing_ok=True)
