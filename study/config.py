@@ -231,6 +231,11 @@ class TrainConfig(_Strict):
     """Benchmarks scored after training (``mini``, ``humaneval``, ``mbpp``, ...)."""
     eval_limit: int | None = Field(default=None, gt=0)
     """Evaluate on the first N problems of each benchmark."""
+    report_to: list[Literal["tensorboard", "wandb"]] | Literal["none", "tensorboard", "wandb"] = "none"
+    """Experiment trackers for the training metrics, as in TRL (``none``, ``tensorboard``, ``wandb`` or a list).
+    DAPO: TRL's ``GRPOConfig.report_to`` (TensorBoard events under ``<run>/checkpoints/runs/``), plus the study's
+    per-step row as ``study/<metric>``; PPO: an ``accelerate`` tracker (``<run>/tracking/``). Logging only: not
+    in the config hash."""
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -257,6 +262,7 @@ class TrainConfig(_Strict):
             d.pop("speed")
         if self.vllm == VLLMConfig():  # added later (issue 6): the same
             d.pop("vllm")
+        d.pop("report_to")  # where metrics are also sent changes nothing that is learned
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -1,4 +1,4 @@
-"""Experiment groups: which runs each figure needs, a run cache, and tidy tables aggregated over seeds.
+"""Experiment groups: which runs each figure needs, a run cache, and tidy tables of their metrics.
 
 A *profile* (``study/profiles/<name>.yaml``, or ``<root>/configs/profiles/<name>.yaml``) maps each experiment
 group of the paper to config files and seeds. A group's runs are trained once and reused: a run folder counts as
@@ -10,7 +10,6 @@ e.g. a run trained by older code, is retrained from an empty folder.
     from study import experiments as ex
     dirs = ex.ensure_runs("fig5_dapo", "mini")              # trains what is missing, returns run folders
     df = ex.load_group("fig5_dapo", "mini")                 # tidy: group, label, seed, run, step, metrics...
-    ci = ex.aggregate(df, "reward_mean")                    # mean and 95% t-interval over seeds, per step
 
 Profile file layout::
 
@@ -38,10 +37,9 @@ from __future__ import annotations
 
 import glob as _glob
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import yaml
 
@@ -452,42 +450,7 @@ def run_manifest(group: str, profile: str | Path | Profile, seeds: Iterable[int]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# aggregation over seeds
-
-
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a Student-t interval for the mean; low/high are NaN with fewer than 2 values."""
-    import numpy as np
-    from scipy import stats
-
-    v = np.asarray([x for x in values if x == x], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, float("nan"), float("nan")
-    se = float(v.std(ddof=1)) / math.sqrt(len(v))
-    h = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1)) * se
-    return m, m - h, m + h
-
-
-def aggregate(df, metric: str, by: tuple[str, ...] = ("label", "step"), confidence: float = 0.95):
-    """Mean of ``metric`` over seeds per (label, step) with a t-interval: columns mean, low, high, n."""
-    import pandas as pd
-
-    rows = []
-    for key, g in df.groupby(list(by), observed=True, sort=True):
-        m, lo, hi = t_interval(g[metric].tolist(), confidence)
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), "mean": m, "low": lo, "high": hi, "n": int(g[metric].notna().sum())})
-    return pd.DataFrame(rows)
-
-
-def final_values(df, metric: str, last_k: int = 10):
-    """Per (label, seed): mean of ``metric`` over each run's last ``last_k`` logged steps."""
-    d = df.dropna(subset=[metric]).sort_values("step")
-    tail = d.groupby(["label", "seed"], observed=True, group_keys=False).tail(last_k)
-    return tail.groupby(["label", "seed"], observed=True)[metric].mean().reset_index()
+# run folders
 
 
 def run_wall_time(run_dir: str | Path) -> float:
@@ -498,67 +461,6 @@ def run_wall_time(run_dir: str | Path) -> float:
     if "time_step" not in m.columns:
         return float("nan")
     return float(m["time_step"].sum())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# synthetic runs: exercise the notebooks and plots without training (tests, quick previews)
-
-
-def write_synthetic_run(spec: RunSpec, runs_dir: str | Path, steps: int = 20, samples_per_step: int = 2) -> Path:
-    """A complete fake run folder for ``spec`` (metrics, samples with token CE, eval summaries, DONE) whose
-    provenance hash matches, so ``cached_run`` accepts it. Numbers are made up; shapes follow ``study.runs``."""
-    import random
-
-    from study.runs import METRIC_COLUMNS, RunLog
-
-    import zlib
-
-    rng = random.Random(zlib.crc32(f"{spec.label}/{spec.seed}".encode()))  # stable across processes
-    cfg = spec.cfg
-    run = RunLog(spec.run_dir(runs_dir), cfg.model_dump(mode="json"), cfg.seed, cfg.hash(),
-                 identity=spec.identity())
-    mode = cfg.constraint.mode
-    lift = {"dynamic": 0.6, "static": 0.35, "none": 0.45}[mode] + 0.1 * cfg.constraint.coef
-    for t in range(1, steps + 1):
-        frac = t / steps
-        collapse = mode == "none" and frac > 0.7
-        reward = -0.8 + lift * frac * 2 + rng.gauss(0, 0.02) - (0.8 if collapse else 0.0)
-        row = {c: float("nan") for c in METRIC_COLUMNS}
-        row.update(step=t, reward_mean=reward, reward_std=0.3, group_reward_std=0.4 - 0.2 * frac * cfg.constraint.coef,
-                   kl=(0.02 * t if mode != "static" else 0.02 * min(t, 5)) * (3 if collapse else 1),
-                   dynamic_ce=(0.3 + rng.gauss(0, 0.02)) if mode == "dynamic" else float("nan"),
-                   improvement_ratio=(0.4 * (1 - frac) + 0.05) if mode == "dynamic" else float("nan"),
-                   kept_frac=0.3, response_length=60.0, time_step=1.0 + (0.5 if mode == "dynamic" else 0.0))
-        run.log_metrics(row)
-        rows = []
-        for i in range(samples_per_step):
-            y = ["def", " f", "(x", "):", "\n", "   ", " return", " x", " +", " 1"]
-            yp = y[:7] + [" x", " *", " 2"] if i % 2 == 0 else list(y)
-            k = next((j for j, (a, b) in enumerate(zip(y, yp)) if a != b), len(yp))
-            ce = [0.02 + 0.01 * rng.random() if j < k else 1.5 + rng.random() for j in range(len(yp))]
-            rows.append({"step": t, "task_id": f"mini/train/p{i}", "prompt": "Write f(x) returning 2x.",
-                         "response": "".join(y), "refined": "".join(yp), "reward": -0.3,
-                         "refined_reward": 1.0 if yp != y else -0.3, "kept": yp != y, "response_tokens": y,
-                         "refined_tokens": yp, "refined_token_ce": ce})
-        run.log_samples(rows)
-    for bench in cfg.eval_benchmarks:
-        d = spec.run_dir(runs_dir) / "eval" / bench
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "summary.json").write_text(json.dumps({"pass@1": min(1.0, max(0.0, 0.3 + 0.2 * lift + rng.gauss(0, 0.02)))}))
-    run.mark_done({"synthetic": True})
-    return spec.run_dir(runs_dir)
-
-
-def write_synthetic_group(group: str, profile: str | Path | Profile, runs_dir: str | Path, **kw) -> list[Path]:
-    """``write_synthetic_run`` for every run of the group, plus the initial model's eval (``_base``)."""
-    specs = group_specs(group, profile)
-    out = [write_synthetic_run(s, runs_dir, **kw) for s in specs]
-    cfg = specs[0].cfg
-    for bench in cfg.eval_benchmarks:
-        d = base_eval_dir(cfg, bench, runs_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "summary.json").write_text(json.dumps({"pass@1": 0.3}))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -683,62 +585,3 @@ def reference_curve(ref_dir: str | Path):
     if not hits:
         return pd.DataFrame()
     return pd.read_json(hits[0], lines=True)
-
-
-def write_synthetic_profile(root: str | Path, seeds: Sequence[int] = (0, 1, 2), steps: int = 20) -> Path:
-    """A self-contained profile under ``root`` (configs, a fake reference model folder, fake DONE runs in
-    ``root/runs``) covering every group the notebooks read. Returns the profile path. For tests and for trying
-    the notebooks without training: ``study reproduce --profile ROOT/profile.yaml --runs-dir ROOT/runs --no-train``."""
-    root = Path(root)
-    (root / "configs").mkdir(parents=True, exist_ok=True)
-    common = {"model": str((root / "reference").resolve()), "steps": steps, "eval_benchmarks": ["mini"],
-              "rollout": {"num_prompts": 4, "num_generations": 4}}
-    variants = {
-        "ppo_none": {"trainer": "ppo", "constraint": {"mode": "none"}, "ppo": {"mini_batch_size": 4}},
-        "ppo_static": {"trainer": "ppo", "constraint": {"mode": "static"}, "ppo": {"mini_batch_size": 4}},
-        "ppo_dynamic": {"trainer": "ppo", "constraint": {"mode": "dynamic"}, "ppo": {"mini_batch_size": 4}},
-        "dapo": {"trainer": "dapo", "constraint": {"mode": "none"}},
-        "dapo_dynamic": {"trainer": "dapo", "constraint": {"mode": "dynamic"}},
-        "dapo_dynamic_nofilter": {"trainer": "dapo", "constraint": {"mode": "dynamic", "filter": False}},
-        "dapo_dynamic_lambda_0.05": {"trainer": "dapo", "constraint": {"mode": "dynamic", "coef": 0.05}},
-        "dapo_dynamic_lambda_0.5": {"trainer": "dapo", "constraint": {"mode": "dynamic", "coef": 0.5}},
-        "dapo_static_sft": {"trainer": "dapo", "constraint": {"mode": "dynamic", "target": "dataset"}},
-        "dapo_self_refine": {"trainer": "dapo", "constraint": {"mode": "dynamic", "target": "self"}},
-        "dapo_dynamic_from_first_diff": {"trainer": "dapo", "constraint": {"mode": "dynamic",
-                                                                           "ce_scope": "from_first_diff"}},
-        "dapo_relift": {"trainer": "dapo", "constraint": {"mode": "none"}, "relift": {"enabled": True}},
-    }
-    for name, v in variants.items():
-        (root / "configs" / f"{name}.yaml").write_text(yaml.safe_dump({"name": f"syn-{name}", **common, **v}))
-    seeds = [int(s) for s in seeds]
-    prof = {
-        "profile": "synthetic",
-        "description": "made-up runs (study.experiments.write_synthetic_profile)",
-        "reference": {"path": "reference"},
-        "groups": {
-            "fig4_ppo": {"configs": {"none": "configs/ppo_none.yaml", "static": "configs/ppo_static.yaml",
-                                     "dynamic": "configs/ppo_dynamic.yaml"}, "seeds": seeds},
-            "fig5_dapo": {"configs": {"dapo": "configs/dapo.yaml", "dynamic": "configs/dapo_dynamic.yaml"},
-                          "seeds": seeds},
-            "fig7_lambda": {"configs": "configs/dapo_dynamic_lambda_*.yaml", "seeds": seeds[:1]},
-            "filter_ablation": {"configs": {"filter": "configs/dapo_dynamic.yaml",
-                                            "no_filter": "configs/dapo_dynamic_nofilter.yaml"}, "seeds": seeds},
-            "beyond": {"configs": {"dapo": "configs/dapo.yaml", "dynamic": "configs/dapo_dynamic.yaml",
-                                   "static_sft": "configs/dapo_static_sft.yaml",
-                                   "self_refine": "configs/dapo_self_refine.yaml",
-                                   "from_first_diff": "configs/dapo_dynamic_from_first_diff.yaml",
-                                   "relift": "configs/dapo_relift.yaml"}, "seeds": seeds},
-        },
-    }
-    path = root / "profile.yaml"
-    path.write_text(yaml.safe_dump(prof, sort_keys=False))
-    ref = root / "reference"
-    ref.mkdir(exist_ok=True)
-    (ref / "config.json").write_text(json.dumps({"model_type": "llama", "synthetic": True}))
-    (ref / "metrics.json").write_text(json.dumps({
-        "recipe": {"steps": 10}, "parameters": 1_870_000, "train_seconds": 300.0, "solve_pass@1_greedy": 0.4,
-        "refine_variant_correct": {"n": 20, "verbatim": 0.6}, "refine_own_failing": {"n": 20, "improved": 0.25}}))
-    (ref / "curve.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 11)))
-    for g in prof["groups"]:
-        write_synthetic_group(g, path, root / "runs", steps=steps)
-    return path

@@ -11,15 +11,18 @@ Steps:
 1. Train each missing run of the experiment groups the selected notebooks need (``study.experiments``: a run
    is reused when its folder has ``DONE`` and the same **run key**: config, code fingerprint, library versions,
    starting weights; an interrupted run with a checkpoint is resumed).
-2. Execute each notebook (kernel ``python3``, working directory = the root) with parameters ``profile``,
+2. Execute each notebook: its source ``notebooks/<name>.py`` (a jupytext percent script) is converted with
+   jupytext and run by papermill (kernel ``python3``, working directory = the root) with parameters ``profile``,
    ``runs_dir``, ``figures_dir`` (root-relative where they lie under the root, so committed notebooks hold no
    machine paths). The executed copy goes to ``<figures_dir>/notebooks/<name>.ipynb`` (written to a temp file,
    renamed on success). Figures land in ``<figures_dir>/<name>.png/.pdf``, tables in
-   ``<figures_dir>/tables/<name>.csv/.md``.
+   ``<figures_dir>/tables/<name>.csv/.md``; the executed notebook shows each of them inline.
 3. Update ``<figures_dir>/MANIFEST.json``: the package versions and the reference model's weights hash; per
-   notebook its outputs (with their sha256), verdicts, the runs it read (config hash, seed, run key), git commit,
-   wall time, and its **fingerprint**: the notebook source, the ``study`` code it imports (``study.provenance``),
-   the profile's reference, the reference model's identity and the run keys of its runs.
+   notebook its outputs (with their sha256), verdicts and claim rows, the runs it read (config hash, seed, run
+   key), git commit, wall time, and its **fingerprint**: the notebook source, the ``study`` code it imports
+   (``study.provenance``), the profile's reference, the reference model's identity and the run keys of its runs.
+4. Assemble ``<figures_dir>/tables/verdicts.csv/.md`` (``study.verdicts``: one row per claim of the paper),
+   ``<figures_dir>/explorer.html`` (``study.explore``: every logged sample of every run) and ``RESULTS.md``.
 
 Resumable: a notebook whose fingerprint matches the manifest and whose outputs all exist is skipped (``--force``
 re-executes). A failing notebook prints one line and exits 2; outputs of notebooks that finished stay in place.
@@ -46,6 +49,7 @@ from pathlib import Path
 
 from study import paths
 from study import provenance as pv
+from study import verdicts as verdicts_mod
 from study.errors import UserError
 from study.experiments import load_profile, reference_dir, run_manifest
 
@@ -53,7 +57,7 @@ from study.experiments import load_profile, reference_dir, run_manifest
 @dataclass(frozen=True)
 class NotebookSpec:
     name: str
-    """File stem in ``notebooks/``."""
+    """File stem of its source ``notebooks/<name>.py``."""
     groups: tuple[str, ...]
     """Experiment groups whose runs it reads (trained before it runs)."""
     what: str
@@ -70,7 +74,7 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("06_qualitative", ("fig5_dapo",), "Figs. 8-11 / Table 4 qualitative refinements"),
     NotebookSpec("07_hyperparameters", ("fig4_ppo", "fig5_dapo"), "Table 2 hyperparameters, training-time cost"),
     NotebookSpec("08_beyond_the_paper", ("beyond",), "beyond the paper: static SFT, ReLIFT, self-refinement, CE scope"),
-    NotebookSpec("walkthrough", (), "the method step by step on one problem"),
+    NotebookSpec("walkthrough", ("fig5_dapo",), "the method step by step on one problem (example from the run data)"),
 ]
 BY_NAME = {n.name: n for n in NOTEBOOKS}
 
@@ -81,9 +85,14 @@ def default_figures_dir(profile_name: str, configured: str | None = None) -> Pat
     return paths.figures_dir() if profile_name == "mini" else paths.figures_dir() / profile_name
 
 
+def notebooks_dir() -> Path:
+    """Where the notebook sources (jupytext percent scripts ``<name>.py``) live: ``<root>/notebooks``."""
+    return paths.notebooks_dir()
+
+
 def notebook_source(name: str) -> Path:
     """The source file of notebook ``name``."""
-    return paths.notebooks_dir() / f"{name}.ipynb"
+    return notebooks_dir() / f"{name}.py"
 
 
 def notebook_code(src: Path) -> str:
@@ -99,7 +108,7 @@ def notebook_code(src: Path) -> str:
 def select(only: list[str] | None) -> list[NotebookSpec]:
     if not only:
         return list(NOTEBOOKS)
-    names = [x.strip().removesuffix(".ipynb") for item in only for x in item.split(",") if x.strip()]
+    names = [x.strip().removesuffix(".ipynb").removesuffix(".py") for item in only for x in item.split(",") if x.strip()]
     bad = [n for n in names if n not in BY_NAME]
     if bad:
         raise UserError(f"--only: unknown notebook(s) {', '.join(bad)} (known: {', '.join(BY_NAME)})")
@@ -213,19 +222,44 @@ def outputs_index(manifest: dict) -> dict:
     return out
 
 
+def load_source(src: Path):
+    """The notebook of a jupytext percent script (``# %%`` cells; a cell tagged ``parameters``)."""
+    import jupytext
+
+    nb = jupytext.read(src)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    return nb
+
+
+def notebook_parameters(profile, runs_dir: Path, figures_dir: Path) -> dict:
+    """papermill's parameters: paths relative to the root where they lie inside it (the kernel runs there), and a
+    profile that ``study.paths.profile_path`` finds by its name, so executed notebooks hold no machine paths."""
+    by_name = paths.profile_path(profile.name)
+    named = by_name is not None and by_name.resolve() == Path(profile.path).resolve()
+    return {"profile": profile.name if named else paths.relative(profile.path),
+            "runs_dir": paths.relative(runs_dir), "figures_dir": paths.relative(figures_dir)}
+
+
 def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd: Path) -> None:
-    """papermill ``src`` -> ``dst`` (temp file renamed on success; on failure the partial copy is kept next to
-    it as ``<name>.failed.ipynb``). ``log_path`` collects the notebook's saved outputs and verdicts."""
+    """jupytext ``src`` (a percent script) -> papermill -> ``dst`` (temp file renamed on success; on failure the
+    partial copy is kept next to it as ``<name>.failed.ipynb``). ``log_path`` collects the notebook's saved
+    outputs and verdicts. The kernel runs unattended: progress bars off (``TQDM_DISABLE``,
+    ``HF_HUB_DISABLE_PROGRESS_BARS``), static explorer views (``STUDY_BATCH``)."""
+    import nbformat
     import papermill as pm
+
+    from study import outputs
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}.ipynb")
     failed = dst.with_name(f"{dst.stem}.failed.ipynb")
-    old = os.environ.get("STUDY_OUTPUT_LOG")
-    os.environ["STUDY_OUTPUT_LOG"] = str(log_path)
+    env = {outputs.OUTPUT_LOG_ENV: str(log_path), outputs.BATCH_ENV: "1", "TQDM_DISABLE": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # transformers' own bars (loading weights) follow the hub's switch
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        pm.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name="python3", cwd=str(cwd),
-                            progress_bar=False, log_output=False)
+        pm.execute_notebook(load_source(src), str(tmp), parameters=parameters, kernel_name="python3",
+                            cwd=str(cwd), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as exc:
         if tmp.exists():
             os.replace(tmp, failed)
@@ -236,24 +270,29 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, log_path: Path, cwd
         tmp.unlink(missing_ok=True)
         raise
     finally:
-        if old is None:
-            os.environ.pop("STUDY_OUTPUT_LOG", None)
-        else:
-            os.environ["STUDY_OUTPUT_LOG"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    book = nbformat.read(tmp, as_version=4)  # papermill records its temp paths: keep repository-relative ones
+    book.metadata.setdefault("papermill", {}).update(input_path=paths.relative(src), output_path=dst.name)
+    nbformat.write(book, tmp)
     os.replace(tmp, dst)
     failed.unlink(missing_ok=True)
 
 
-def _read_log(path: Path) -> tuple[list[dict], list[dict]]:
-    outputs, verdicts = [], []
+def _read_log(path: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    """(saved outputs, notes, claim rows) a notebook logged."""
+    outputs, notes, claims = [], [], []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 e = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            (verdicts if e.get("kind") == "verdict" else outputs).append(e)
-    return outputs, verdicts
+            {"verdict": notes, "claim": claims}.get(e.get("kind"), outputs).append(e)
+    return outputs, notes, claims
 
 
 class _env:
@@ -273,12 +312,6 @@ class _env:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _params_path(p: Path) -> str:
-    """A notebook parameter path: root-relative where it lies under the root (no machine paths in committed
-    notebooks; the notebook runs with the root as working directory), else absolute."""
-    return paths.relative(p)
 
 
 def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool = False,
@@ -327,14 +360,13 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
         if not force and is_fresh(entry, fp, fig_dir, stamp):
             continue
         dst = fig_dir / "notebooks" / f"{nb.name}.ipynb"
-        params = {"profile": prof.name if paths.profile_path(prof.name) == prof.path else _params_path(prof.path),
-                  "runs_dir": _params_path(runs_dir), "figures_dir": _params_path(fig_dir)}
+        params = notebook_parameters(prof, runs_dir, fig_dir)
         with tempfile.TemporaryDirectory() as td, _env(STUDY_ROOT=str(root)):
             log = Path(td) / "outputs.jsonl"
             t0 = time.time()
             execute_notebook(src, dst, params, log, cwd=root)
             wall = time.time() - t0
-            outputs, verdicts = _read_log(log)
+            outputs, verdicts, claims = _read_log(log)
         for o in outputs:  # the kernel ran in the root: relative paths are root-relative
             o["paths"] = [str(root / p) for p in o["paths"]]
         manifest["notebooks"][nb.name] = {
@@ -345,7 +377,8 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
             "outputs": [{"kind": o["kind"], "name": o["name"], "paths": [_rel(p, fig_dir) for p in o["paths"]],
                          "sha256": {_rel(p, fig_dir): file_sha256(Path(p)) for p in o["paths"]}}
                         for o in outputs],
-            "verdicts": [v["text"] for v in verdicts],
+            "verdicts": [v["text"] for v in verdicts] + [verdicts_mod.line_of(c) for c in claims],
+            "claims": [{k: v for k, v in c.items() if k != "kind"} for c in claims],
             "runs": runs,
             "git_commit": commit,
             "wall_time_s": round(wall, 2),
@@ -360,8 +393,19 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
     manifest["outputs"] = outputs_index(manifest)
     _stamp(manifest, reference, commit)
     write_manifest(fig_dir, manifest)
+    write_analysis(prof, runs_dir, fig_dir, manifest)
     write_results(fig_dir, manifest)
     return manifest
+
+
+def write_analysis(prof, runs_dir: Path, fig_dir: Path, manifest: dict) -> None:
+    """What is assembled over all notebooks: ``tables/verdicts.csv/.md`` from every notebook's claim rows (a claim
+    no notebook recorded: ``not run``) and ``explorer.html`` over every logged sample of every trained run."""
+    from study import explore
+
+    rows = [dict(c, notebook=name) for name, e in manifest.get("notebooks", {}).items() for c in e.get("claims", [])]
+    verdicts_mod.write(fig_dir, rows)
+    explore.write_page(prof, runs_dir, fig_dir / "explorer.html")
 
 
 def _stamp(manifest: dict, reference: dict, commit: str | None) -> None:
@@ -458,11 +502,15 @@ def check(profile: str = "mini", figures_dir: str | Path | None = None) -> list[
     return problems
 
 
-def results_markdown(manifest: dict) -> str:
+def results_markdown(manifest: dict, verdict_table: str = "") -> str:
     """Gallery + computed verdicts of a manifest, as Markdown (``<figures_dir>/RESULTS.md``)."""
     lines = [f"# Results: profile `{manifest.get('profile')}`", "",
              "Generated by `study reproduce` from `MANIFEST.json`; every number below is a notebook's computed "
-             "verdict over the runs listed in the manifest.", ""]
+             "verdict over the runs listed in the manifest.", "",
+             "Browse every logged refinement, token by token with the policy's CE: [explorer.html](explorer.html) "
+             "(one self-contained page; open it in a browser).", ""]
+    if verdict_table:
+        lines += ["## Verdicts (`tables/verdicts.csv`)", "", verdict_table, ""]
     for name, e in manifest.get("notebooks", {}).items():
         lines += [f"## {name}: {e.get('what', '')}", "",
                   f"commit `{e.get('git_commit')}`, {len(e.get('runs', []))} runs, notebook wall time "
@@ -481,7 +529,9 @@ def results_markdown(manifest: dict) -> str:
 
 def write_results(fig_dir: Path, manifest: dict) -> None:
     tmp = fig_dir / ".RESULTS.md.tmp"
-    tmp.write_text(results_markdown(manifest), encoding="utf-8")
+    table = fig_dir / "tables" / "verdicts.md"
+    tmp.write_text(results_markdown(manifest, table.read_text(encoding="utf-8") if table.exists() else ""),
+                   encoding="utf-8")
     os.replace(tmp, fig_dir / "RESULTS.md")
 
 

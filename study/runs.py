@@ -213,11 +213,11 @@ def read_metrics(run_dir: str | Path):
     """metrics.jsonl as a pandas DataFrame."""
     import pandas as pd
 
-    return pd.read_json(Path(run_dir) / "metrics.jsonl", lines=True)
+    return pd.read_json(Path(run_dir) / "metrics.jsonl", lines=True, precise_float=True)
 
 
 def read_samples(run_dir: str | Path):
     import pandas as pd
 
     p = Path(run_dir) / "samples.jsonl"
-    return pd.read_json(p, lines=True) if p.exists() and p.stat().st_size else pd.DataFrame()
+    return pd.read_json(p, lines=True, precise_float=True) if p.exists() and p.stat().st_size else pd.DataFrame()

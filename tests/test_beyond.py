@@ -41,7 +41,7 @@ def test_relift_config_defaults_validation_and_hash():
     import hashlib
 
     d = cfg.model_dump(mode="json")
-    for late in ("relift", "speed", "vllm"):  # sections added after the first runs (issues 9, 8, 6)
+    for late in ("relift", "speed", "vllm", "report_to"):  # added after the first runs (issues 9, 8, 6, 20)
         d.pop(late)
     assert cfg.hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     for bad, where in [({"relift": {"sft_every": 0}}, "relift.sft_every"),
@@ -265,8 +265,8 @@ def test_notebook_08_runs_on_the_smoke_profile(smoke_beyond):
     _, manifest, root = smoke_beyond
     e = manifest["notebooks"]["08_beyond_the_paper"]
     assert e["status"] == "ok" and {o["name"] for o in e["outputs"]} == {"beyond_reward", "beyond_summary"}
-    assert any(v.startswith("final reward dynamic − static_sft = ") for v in e["verdicts"])
-    assert any(v.startswith("final reward full − from_first_diff scope = ") for v in e["verdicts"])
+    assert any(v.startswith("dynamic_vs_static_sft: held-out pass@1 (points), dynamic − static_sft") for v in e["verdicts"])
+    assert any(v.startswith("final reward full − from_first_diff CE scope = ") for v in e["verdicts"])
     assert {r["label"] for r in e["runs"]} == {"dapo", "dynamic", "static_sft", "self_refine", "from_first_diff",
                                                 "relift"}
     table = (root / "figs" / "tables" / "beyond_summary.md").read_text()
@@ -274,15 +274,16 @@ def test_notebook_08_runs_on_the_smoke_profile(smoke_beyond):
 
 
 def test_notebook_08_on_synthetic_runs_gives_intervals(tmp_path):
-    from study import experiments as ex
+    from fixtures.synthetic import write_synthetic_profile
     from study.reproduce import reproduce
 
-    profile = ex.write_synthetic_profile(tmp_path / "w", seeds=(0, 1, 2), steps=10)
+    profile = write_synthetic_profile(tmp_path / "w", seeds=(0, 1, 2), steps=10)
     manifest = reproduce(profile, only=["08_beyond_the_paper"], figures_dir=tmp_path / "f",
                          runs_dir=tmp_path / "w" / "runs", train=False, progress=False)
     v = manifest["notebooks"]["08_beyond_the_paper"]["verdicts"]
-    claims = [x for x in v if x.startswith("final reward dynamic − static_sft")]
-    assert claims and "over 3 seeds" in claims[0] and "[" in claims[0]
-    assert any("held-out pass@1 (points) dynamic − relift" in x for x in v)  # eval summaries are read
+    claims = [x for x in v if x.startswith("dynamic_vs_static_sft: held-out pass@1 (points), dynamic − static_sft")]
+    assert claims and "n = 3" in claims[0] and "[" in claims[0]
+    assert any(x.startswith("dynamic_vs_relift: held-out pass@1") for x in v)  # eval summaries are read
+    assert any(x.startswith("final reward full − from_first_diff CE scope") for x in v)
     md = (tmp_path / "f" / "tables" / "beyond_summary.md").read_text()
     assert "held-out pass@1" in md and "n/a" not in md.split("\n")[2]

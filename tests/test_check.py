@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+
 from study.reproduce import NOTEBOOKS
+from study.verdicts import CLAIMS
 
 
 def _study(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -33,6 +36,19 @@ def test_smoke_reproduce_wrote_every_notebook_and_a_complete_manifest(smoke_stud
     assert m["environment"]["packages"]["torch"] and m["environment"]["packages"]["transformers"]
     assert m["reference"]["weights_sha256"] and m["reference"]["path"]
     assert set(m["training_code"]) == {"dapo", "ppo"}
+    fig = smoke_study.figures
+    assert list(fig.glob("*.png")) and list(fig.glob("*.pdf")) and list((fig / "tables").glob("*.md"))
+    for name, entry in m["notebooks"].items():  # the real runs' notebooks: figures inline, no stderr
+        outs = [o for c in nbformat.read(fig / entry["executed"], as_version=4).cells if c.cell_type == "code"
+                for o in c.outputs]
+        assert sum("image/png" in o.get("data", {}) for o in outs) == sum(o["kind"] == "figure" for o in entry["outputs"])
+        assert not [o.get("text", "")[:300] for o in outs if o.get("name") == "stderr"], name
+        bars = [o["data"].get("text/plain", "")[:80] for o in outs
+                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert not bars, f"{name}: progress bars or widgets in an unattended run: {bars}"
+    verdicts = (fig / "tables" / "verdicts.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in verdicts[1:]] == list(CLAIMS)
+    assert (fig / "explorer.html").stat().st_size > 10_000
     runs = [r for e in m["notebooks"].values() for r in e["runs"]]
     assert runs and all(r["run_key"] for r in runs)
     for r in runs:

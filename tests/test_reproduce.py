@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fixtures.synthetic import write_synthetic_profile, write_synthetic_run
 from study import experiments as ex
-from study import plots, reproduce
+from study import outputs, reproduce
 from study.cli import main
 from study.errors import UserError
 
 
 @pytest.fixture()
 def syn(tmp_path):
-    profile = ex.write_synthetic_profile(tmp_path / "w", seeds=(0, 1), steps=6)
+    profile = write_synthetic_profile(tmp_path / "w", seeds=(0, 1), steps=6)
     return profile, tmp_path / "w" / "runs"
 
 
@@ -30,7 +31,7 @@ def fake_training(monkeypatch):
         spec = next(s for g in ("fig4_ppo", "fig5_dapo", "fig7_lambda", "filter_ablation")
                     for s in ex.group_specs(g, fake.profile) if s.name == cfg.name)
         trained.append(cfg.name + (" (resumed)" if resume else ""))
-        return ex.write_synthetic_run(spec, runs_dir, steps=4)
+        return write_synthetic_run(spec, runs_dir, steps=4)
 
     import study.train
 
@@ -44,42 +45,42 @@ def test_ensure_runs_trains_only_missing_or_stale_runs(syn, fake_training, tmp_p
     fake_training.profile = profile
     runs = tmp_path / "fresh_runs"
     dirs = ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
-    assert [d.name for d in dirs] == ["syn-dapo-s0", "syn-dapo-s1", "syn-dapo_dynamic-s0", "syn-dapo_dynamic-s1"]
+    assert [d.name for d in dirs] == ["syn-dapo-s0", "syn-dapo-s1", "syn-dapo_dynamic-s0", "syn-dapo_dynamic-s1",
+                                      "syn-dapo_kl-s0", "syn-dapo_kl-s1"]
     assert fake_training.trained == [d.name for d in dirs]
     assert all((d / "DONE").exists() for d in dirs)
     ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
-    assert len(fake_training.trained) == 4  # all cached
+    assert len(fake_training.trained) == 6  # all cached
     (runs / "syn-dapo-s1" / "DONE").unlink()  # an interrupted run is retrained...
     ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
-    assert fake_training.trained[4:] == ["syn-dapo-s1"]
+    assert fake_training.trained[6:] == ["syn-dapo-s1"]
     # (resuming from a checkpoint a trainer wrote: tests/test_resume.py)
     # a config change (here: a group override) changes the run key -> every run of the group retrains
     prof = yaml.safe_load(profile.read_text())
     prof["groups"]["fig5_dapo"]["overrides"] = ["optim.learning_rate=2e-6"]
     profile.write_text(yaml.safe_dump(prof))
     ex.ensure_runs("fig5_dapo", profile, runs, progress=False)
-    assert len(fake_training.trained) == 9
-    ex.ensure_runs("fig5_dapo", profile, runs, force=True, progress=False)
     assert len(fake_training.trained) == 13
-    assert not any("resumed" in t for t in fake_training.trained[9:])
+    ex.ensure_runs("fig5_dapo", profile, runs, force=True, progress=False)
+    assert len(fake_training.trained) == 19
+    assert not any("resumed" in t for t in fake_training.trained[13:])
 
 
 def _fake_execute(calls, fail_on=()):
-    """Stands in for papermill: 'runs' the notebook by saving one figure and one verdict through study.plots."""
+    """Stands in for papermill: 'runs' the notebook by saving one figure and one note through study.outputs."""
     import matplotlib.pyplot as plt
 
     def fake(src, dst, parameters, log_path, cwd):
         calls.append(src.stem)
         if src.stem in fail_on:
             raise UserError(f"notebook {src.stem} failed in cell 3: ValueError: boom")
-        os.environ[plots.OUTPUT_LOG_ENV] = str(log_path)
+        os.environ[outputs.OUTPUT_LOG_ENV] = str(log_path)
         try:
             fig, _ = plt.subplots()
-            plots.save_figure(fig, f"fig_{src.stem}", parameters["figures_dir"])
-            plt.close(fig)
-            plots.record_verdict(f"{src.stem}: +1.0 [0.5, 1.5]")
+            outputs.save_figure(fig, f"fig_{src.stem}", parameters["figures_dir"])
+            outputs.note(f"{src.stem}: +1.0 [0.5, 1.5]")
         finally:
-            del os.environ[plots.OUTPUT_LOG_ENV]
+            del os.environ[outputs.OUTPUT_LOG_ENV]
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         Path(dst).write_text("{}")
 
@@ -103,7 +104,8 @@ def test_manifest_records_outputs_runs_and_resumes(syn, tmp_path, monkeypatch):
          "paths": ["fig_02_dapo_vs_dynamic.png", "fig_02_dapo_vs_dynamic.pdf"]}]
     assert set(e["outputs"][0]["sha256"]) == {"fig_02_dapo_vs_dynamic.png", "fig_02_dapo_vs_dynamic.pdf"}
     assert e["verdicts"] == ["02_dapo_vs_dynamic: +1.0 [0.5, 1.5]"]
-    assert {(r["label"], r["seed"]) for r in e["runs"]} == {("dapo", 0), ("dapo", 1), ("dynamic", 0), ("dynamic", 1)}
+    assert {(r["label"], r["seed"]) for r in e["runs"]} == {("dapo", 0), ("dapo", 1), ("dynamic", 0), ("dynamic", 1),
+                                                             ("dapo_kl", 0), ("dapo_kl", 1)}
     specs = ex.group_specs("fig5_dapo", profile)
     assert {r["config_hash"] for r in e["runs"]} == {s.config_hash for s in specs}
     assert e["git_commit"] and e["wall_time_s"] >= 0
@@ -119,7 +121,7 @@ def test_manifest_records_outputs_runs_and_resumes(syn, tmp_path, monkeypatch):
     reproduce.reproduce(profile, figures_dir=figs, runs_dir=runs, train=False, progress=False,
                         only=["02_dapo_vs_dynamic", "05_ablations"])
     assert calls[2:] == ["05_ablations"]
-    ex.write_synthetic_run(specs[0], runs, steps=6)
+    write_synthetic_run(specs[0], runs, steps=6)
     os.utime(runs / specs[0].name / "DONE", ns=(1, 10**18))
     reproduce.reproduce(profile, figures_dir=figs, runs_dir=runs, train=False, progress=False,
                         only=["02_dapo_vs_dynamic", "05_ablations"])

@@ -397,3 +397,57 @@ def sample_rows(
             "refined_token_ce": ce,
         })
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# experiment trackers (``report_to``)
+
+
+def tracker_values(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a metrics row, for TensorBoard / W&B."""
+    return {prefix + k: float(v) for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+class MetricTracker:
+    """``report_to`` for the PPO trainer: an ``accelerate.Accelerator`` used only for its trackers (TensorBoard
+    events under ``<run>/tracking/refiner-study/``, or a W&B run named after the run). ``report_to: none``
+    creates nothing.
+
+        tracker = MetricTracker(cfg, run)
+        tracker.log(row, step)      # every finite number of the metrics row
+        tracker.close()
+    """
+
+    def __init__(self, cfg, run) -> None:
+        trackers = [cfg.report_to] if isinstance(cfg.report_to, str) else list(cfg.report_to)
+        trackers = [t for t in trackers if t != "none"]
+        self.accelerator = None
+        if not trackers:
+            return
+        from accelerate import Accelerator
+
+        from pathlib import Path
+
+        self.accelerator = Accelerator(log_with=trackers, project_dir=str(Path(run.root) / "tracking"))
+        self.accelerator.init_trackers("refiner-study", config=tracker_values(_flat(cfg.model_dump(mode="json"))),
+                                       init_kwargs={"wandb": {"name": cfg.name}})
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        if self.accelerator is not None:
+            self.accelerator.log(tracker_values(row), step=step)
+
+    def close(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.end_training()
+            self.accelerator = None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

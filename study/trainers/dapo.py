@@ -75,6 +75,7 @@ from study.trainers.common import (
     refiner_fn,
     sample_order,
     sample_rows,
+    tracker_values,
 )
 
 class DynamicDAPOTrainer(GRPOTrainer):
@@ -565,6 +566,8 @@ class DynamicDAPOTrainer(GRPOTrainer):
             row["relift_sft_ce"] = nanmean(u["relift_sft_ce"])
         if self.accelerator.is_main_process:
             self.run.log_metrics(row)
+            if self.args.report_to and self.args.report_to != ["none"]:  # the study's row to TRL's trackers too
+                self.callback_handler.on_log(self.args, self.state, self.control, tracker_values(row, "study/"))
             if self._bar is not None:
                 self._bar.update(1)
                 self._bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.4f}")
@@ -651,7 +654,7 @@ def grpo_args(cfg, output_dir: str | Path, device: str) -> GRPOConfig:
         max_steps=cfg.steps * spg * cfg.dapo.num_iterations,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to="none",
+        report_to=cfg.report_to,
         use_cpu=device == "cpu",
         bf16=cfg.dtype == "bfloat16" and device != "cpu",
         fp16=cfg.dtype == "float16",

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from study.constraint import dynamic_constraint_loss, first_difference_mask, masked_mean, static_kl
 from study.prompts import solve_messages
 from study.trainers.common import (
+    MetricTracker,
     RefineResult,
     StepTimer,
     as_row,
@@ -453,6 +454,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
 
     step_times: list[float] = []
     last_row: dict[str, Any] = {}
+    tracker = MetricTracker(cfg, run)  # report_to: TensorBoard / W&B (logging only)
     bar = tqdm(range(start, cfg.steps + 1), desc=f"ppo[{mode}]", unit="it", dynamic_ncols=True)
     for step in bar:
         timer = StepTimer()
@@ -605,6 +607,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
         )
         row["time_step"] = time.perf_counter() - t_step
         run.log_metrics(row)
+        tracker.log(row, step)
         run.log_samples(sample_rows(step, rows, roll.texts, roll.token_ids, scores_list, ref, ce_samples, tokenizer,
                                     cfg.samples_per_step))
         step_times.append(row["time_step"])
@@ -615,6 +618,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             save_checkpoint(ckpt_root, step, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
                             sched_critic, sampler, extra={"mode": mode, "config_hash": cfg.hash()})
 
+    tracker.close()
     return {
         "trainer": "ppo",
         "mode": mode,
