@@ -141,3 +141,12 @@ def test_the_check_sees_undeclared_and_unguarded_imports(tmp_path):
     assert bad == ["study/probe.py:1: import scipy: not declared in pyproject.toml",
                    "study/probe.py:3: import vllm: only in the extra(s) ['gpu'], imported without a fallback",
                    "study/probe.py:8: import pytest: only in the extra(s) ['dev'], imported without a fallback"]
+
+
+def test_the_lock_pins_every_declared_dependency():
+    """requirements/cpu.txt (the README's install) pins every main and dev dependency: a dependency added to
+    pyproject.toml without re-locking would install at whatever version is newest."""
+    lock = (ROOT / "requirements" / "cpu.txt").read_text().splitlines()
+    pinned = {norm(line.split("==")[0]) for line in lock if "==" in line and not line.startswith((" ", "#"))}
+    missing = sorted(d for d, where in declared().items() if where in ("main", "dev") and d not in pinned)
+    assert not missing, f"not in requirements/cpu.txt (re-run the uv pip compile command in README): {missing}"
