@@ -52,9 +52,10 @@ class ConstraintConfig(_Strict):
     """CE over the whole refined response (paper) or from the first token where y' departs from y (issue 9)."""
     normalize: Literal["token", "sequence"] = "token"
     """Average the CE over all kept tokens (token) or over kept sequences (sequence)."""
-    target: Literal["refiner", "self", "dataset"] = "refiner"
-    """Who supplies y': the frozen reference model (paper), the current policy (self-refinement), or the
-    dataset's fixed reference solution (static SFT, UFT/LUFFY-style)."""
+    target: Literal["refiner", "self", "dataset", "oracle"] = "refiner"
+    """Who supplies y': the frozen reference model (paper), the current policy (self-refinement), the
+    dataset's fixed reference solution (static SFT, UFT/LUFFY-style), or ``oracle``: y with its first edit toward
+    that solution applied, a deterministic refiner that can fix (tests and smoke runs only; not a method)."""
 
 
 class RefinerConfig(_Strict):
@@ -143,9 +144,18 @@ class SpeedConfig(_Strict):
     Used only where TRL itself skips ``old_per_token_logps`` (steps_per_generation · num_iterations = 1), i.e.
     where the loss forward sees exactly the sampling policy."""
     fuse_dc_forward: bool = True
-    """DAPO: compute L_DC's CE on the kept (x, y') rows in the same policy forward as L_DAPO (one forward and
-    backward over B + K rows instead of two). Applies when the rollout temperature is 1 (TRL's log-probs are
-    temperature-scaled; L_DC is the CE at temperature 1)."""
+    """DAPO: compute L_DC's CE in the policy forward of L_DAPO, sharing the prefix: y'_<k = y_<k (k = the first
+    change), so -log π(y'_t | x, y'_<t) for t < k is read off x ⊕ y and only y'_≥k is appended to the same row,
+    behind a block attention mask (``study.tokens.prefix_shared_inputs``). Applies when the rollout temperature
+    is 1 (TRL's log-probs are temperature-scaled; L_DC is the CE at temperature 1) and the attention backend takes
+    a custom 4-D mask (eager, sdpa); otherwise L_DC gets a separate forward over the kept x ⊕ y' (said once in the
+    log)."""
+    refiner_copy_decoding: bool = True
+    """Greedy refiner (transformers backend): verify drafts taken from each row's own candidate y, re-anchored by
+    prompt lookup after an edit, one batched forward per step with a KV cache, the refine prompts' common prefix
+    prefilled once per group (``study.generation.greedy_with_drafts``). Token-identical to plain greedy decoding."""
+    refiner_draft_len: int = Field(default=16, gt=0)
+    """Draft tokens verified per row and forward (``refiner_copy_decoding``)."""
     gradient_checkpointing: bool = True
     """DAPO: recompute activations in the backward pass instead of storing them (TRL's default: memory for
     compute). Worth it on a GPU with a real model; on a CPU with the mini model it only costs time."""

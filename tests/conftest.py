@@ -61,3 +61,27 @@ def tiny_reward_model_dir(tmp_path_factory):
     LlamaForSequenceClassification(cfg).save_pretrained(out)
     hf_tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The character-level chat tokenizer of ``tests/helpers.py`` (tiny models and the DAPO test world use it)."""
+    from helpers import char_tokenizer
+
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def mini_model_dir():
+    """The trained ``mini`` reference model (``$STUDY_ARTIFACTS/mini/mini``, else ``artifacts/mini/mini``) when it
+    is there; skips otherwise (training it takes ~9 min: ``study mini-reference --profile mini``)."""
+    import os
+    from pathlib import Path
+
+    from study.mini.train_reference import _is_done, recipe_for
+
+    env = os.environ.get("STUDY_ARTIFACTS")
+    path = (Path(env) / "mini" if env else Path("artifacts/mini")) / "mini"
+    if not _is_done(path, recipe_for("mini")):
+        pytest.skip(f"no trained mini reference at {path} (set STUDY_ARTIFACTS)")
+    return path

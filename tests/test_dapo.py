@@ -9,105 +9,34 @@ import string
 
 import pytest
 import torch
+from helpers import (
+    PROBLEMS,
+    TARGET,
+    EditRefiner,
+    FixedRefiner,
+    HalfRefiner,
+    dapo_trainer,
+    first_batch,
+    frac_a,
+    is_target,
+    make,
+    step_values,
+    text_of,
+)
 
-from study.config import validate_config
-from study.generation import Generation
-from study.problems import Problem, TestSuite
 from study.runs import METRIC_COLUMNS, RunLog
+from study.tokens import token_logps
 from study.train import Components
 from study.trainers.common import (
     StepTimer,
     group_reward_std,
     metric_row,
-    policy_ce_on_refined,
     refine_and_filter,
     refiner_fn,
     sample_rows,
 )
 
 torch.set_num_threads(1)
-
-CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<|end|>", "<|user|>", "<|assistant|>"]
-    vocab = {t: i for i, t in enumerate(specials + sorted(set(string.printable)))}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="?"))
-    t.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    t.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="<|end|>",
-                                   additional_special_tokens=specials[2:])
-    fast.chat_template = CHAT
-    return fast
-
-
-def tiny_model(tok, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
-    m = LlamaForCausalLM(cfg)
-    m.generation_config.eos_token_id = tok.eos_token_id
-    m.generation_config.pad_token_id = tok.pad_token_id
-    return m
-
-
-PROBLEMS = [Problem(task_id=f"t{i}", prompt=f"say {c}", tests=TestSuite("asserts", (f"x == {c!r}",)),
-                    reference=f"print({c!r})") for i, c in enumerate("abcdefgh")]
-TARGET = "aaaa"
-
-
-def text_of(c):
-    return c[0]["content"] if isinstance(c, list) else c
-
-
-def frac_a(prompts=None, completions=None, **kw):
-    """Share of 'a' characters (x4, capped at 1): graded, so most groups have distinct rewards."""
-    return [min(1.0, 4 * text_of(c).count("a") / max(len(text_of(c)), 1)) for c in completions]
-
-
-def is_target(prompts=None, completions=None, **kw):
-    """1 for exactly TARGET, else 0: a random policy scores 0 everywhere (advantages all zero)."""
-    return [1.0 if text_of(c).strip() == TARGET else 0.0 for c in completions]
-
-
-class FixedRefiner:
-    """A refiner that always answers TARGET (y' with the tokenizer's EOS)."""
-
-    def __init__(self, tok, text=TARGET):
-        self.tok, self.text = tok, text
-        self.calls = 0
-
-    def refine(self, problems, responses):
-        self.calls += len(problems)
-        ids = self.tok(self.text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
-        return [Generation(text=self.text, token_ids=ids, truncated=False) for _ in problems]
-
-
-def make(tok, mode="dynamic", reward=frac_a, refiner=None, steps=2, **over):
-    policy = tiny_model(tok)
-    ref = tiny_model(tok)
-    ref.load_state_dict(policy.state_dict())
-    ref.eval().requires_grad_(False)
-    if refiner is None and mode == "dynamic":
-        from study.refiner import Refiner
-
-        refiner = Refiner(ref, tok, max_new_tokens=8, batch_size=16)
-    raw = dict(name="t", model="x", steps=steps, reward="binary", samples_per_step=2,
-               rollout=dict(num_prompts=2, num_generations=4, max_completion_length=8),
-               optim=dict(learning_rate=1e-3), constraint=dict(mode=mode), refiner=dict(max_new_tokens=8))
-    for k, v in over.items():
-        raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
-    cfg = validate_config(raw)
-    return cfg, Components(policy, ref, tok, PROBLEMS, reward, 1.0, refiner, "cpu")
 
 
 # ------------------------------------------------------------------------------------------- common helpers
@@ -162,44 +91,85 @@ def test_metric_row_and_timer():
 # ------------------------------------------------------------------------------------------- the trainer
 
 
-def _trainer(tmp_path, cfg, comp):
-    from study.trainers.dapo import build_trainer
-
-    run = RunLog(tmp_path / cfg.constraint.mode, cfg.model_dump(mode="json"), 0, cfg.hash())
-    tr = build_trainer(cfg, comp, run)
-    tr.model.train()
-    tr.current_gradient_accumulation_steps = 1  # set by Trainer.train(); we call the pieces directly
-    return tr, run
-
-
-def _first_batch(tr):
-    inputs = next(iter(tr.get_train_dataloader()))
-    return tr._generate_and_score_completions(inputs)
-
-
 def test_lambda_zero_loss_equals_plain_dapo(tok, tmp_path):
     cfg, comp = make(tok, "dynamic", refiner=FixedRefiner(tok, "abab"), constraint={"coef": 0.0})
-    dyn, _ = _trainer(tmp_path, cfg, comp)
-    batch = _first_batch(dyn)
+    dyn, _ = dapo_trainer(tmp_path, cfg, comp)
+    batch = first_batch(dyn)
     assert batch["refine_keep"].any()  # the λ term has something to act on
     cfg0, _ = make(tok, "none")
-    plain, _ = _trainer(tmp_path / "p", cfg0, Components(comp.policy, comp.reference, tok, PROBLEMS, frac_a, 1.0,
-                                                          None, "cpu"))
+    plain, _ = dapo_trainer(tmp_path / "p", cfg0, Components(comp.policy, comp.reference, tok, PROBLEMS, frac_a, 1.0,
+                                                             None, "cpu"))
     with torch.no_grad():
         l_dyn = dyn._compute_loss(dyn.model, batch)
         l_plain = plain._compute_loss(plain.model, batch)
-    assert l_dyn.item() == pytest.approx(l_plain.item(), abs=1e-7)
+    assert l_dyn.item() == pytest.approx(l_plain.item(), abs=1e-6)
     # with λ > 0 the same batch gives a different (larger: CE > 0) loss
     dyn.lam = 1.0
     with torch.no_grad():
         assert dyn._compute_loss(dyn.model, batch).item() > l_plain.item() + 1e-3
 
 
+@pytest.mark.parametrize("mode", ["none", "static"])
+def test_loss_is_trls_dapo_loss(tok, tmp_path, mode):
+    """_compute_loss writes TRL's loss_type="dapo" out (one forward we can extend): same loss, same gradients."""
+    from trl import GRPOTrainer
+
+    cfg, comp = make(tok, mode, constraint={"kl_coef": 0.5})
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    batch = first_batch(tr)
+    with torch.no_grad():  # move π_θ away from π_ref so the KL term and the clipping have something to do
+        for p in tr.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch["old_per_token_logps"] = batch.get("kl_ref_logps", batch.get("ref_per_token_logps")).clone()
+    grads = []
+    for loss_fn in (tr._compute_loss, lambda m, b: GRPOTrainer._compute_loss(tr, m, b)):
+        tr.model.zero_grad(set_to_none=True)
+        loss = loss_fn(tr.model, batch)
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}))
+    (ours, g_ours), (trl, g_trl) = grads
+    assert ours == pytest.approx(trl, rel=1e-6, abs=1e-7) and ours != 0.0
+    assert g_ours.keys() == g_trl.keys()
+    for n in g_ours:
+        torch.testing.assert_close(g_ours[n], g_trl[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_dynamic_gradient_is_plain_dapo_plus_lambda_times_the_dc_gradient(tok, tmp_path):
+    """∇L = ∇L_DAPO + λ∇L_DC, with ∇L_DC from an independent forward over the kept (x, y') pairs: the parameters
+    after a step differ from plain DAPO's by the λ·L_DC gradient, and by nothing else."""
+    lam = 0.7
+    cfg, comp = make(tok, "dynamic", refiner=EditRefiner(tok), constraint={"coef": lam})
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    batch = first_batch(tr)
+    keep = batch["refine_keep"].bool()
+    assert keep.any() and not keep.all()
+
+    def grads(fn):
+        tr.model.zero_grad(set_to_none=True)
+        fn().backward()
+        return {n: p.grad.clone() for n, p in tr.model.named_parameters()}
+
+    g_dyn = grads(lambda: tr._compute_loss(tr.model, batch))
+    tr.lam = 0.0
+    g_plain = grads(lambda: tr._compute_loss(tr.model, batch))
+
+    def l_dc():  # Eq. 6 by hand: kept tokens' CE over the kept-token count
+        ce = -token_logps(tr.model, batch["prompt_ids"][keep], batch["prompt_mask"][keep],
+                          batch["refined_ids"][keep], batch["refined_mask"][keep])[0]
+        m = batch["dc_mask"][keep]
+        return (ce * m).sum() / m.sum()
+
+    g_dc = grads(l_dc)
+    for n in g_dyn:
+        torch.testing.assert_close(g_dyn[n] - g_plain[n], lam * g_dc[n], atol=1e-5, rtol=1e-4, msg=n)
+    assert sum(g.abs().sum() for g in g_dc.values()) > 0
+
+
 def test_one_step_on_a_kept_pair_raises_refined_logprob(tok, tmp_path):
     # rewards are 0 for every sample (no RL signal), y' = TARGET scores 1 -> every pair kept, only λ·CE moves θ
     cfg, comp = make(tok, "dynamic", reward=is_target, refiner=FixedRefiner(tok), steps=1,
                      constraint={"coef": 1.0}, dapo={"dynamic_sampling": False})
-    tr, run = _trainer(tmp_path, cfg, comp)
+    tr, run = dapo_trainer(tmp_path, cfg, comp)
     from study.prompts import solve_messages
 
     p_ids = torch.tensor([tok.apply_chat_template(solve_messages(PROBLEMS[0].prompt), add_generation_prompt=True,
@@ -209,8 +179,7 @@ def test_one_step_on_a_kept_pair_raises_refined_logprob(tok, tmp_path):
 
     def ce():
         with torch.no_grad():
-            return policy_ce_on_refined(comp.policy, p_ids, torch.ones_like(p_ids), r_ids,
-                                        torch.ones_like(r_ids)).sum().item()
+            return -token_logps(comp.policy, p_ids, torch.ones_like(p_ids), r_ids, torch.ones_like(r_ids))[0].sum().item()
 
     before = ce()
     tr.train()
@@ -228,25 +197,26 @@ def test_dynamic_sampling_drops_groups_with_identical_rewards(tok, tmp_path):
 
     cfg, comp = make(tok, "none", reward=half_flat, rollout={"num_prompts": 4},
                      dapo={"max_sampling_rounds": 8})
-    tr, _ = _trainer(tmp_path, cfg, comp)
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
     rounds = []
     for _ in range(3):
-        batch = _first_batch(tr)
-        info = tr.last_rollout
+        tr._metrics["train"].clear()
+        batch = first_batch(tr)
         G, B = 4, 16
-        assert batch["completion_ids"].shape[0] == B == len(info["rows"])
+        assert batch["completion_ids"].shape[0] == B == len(batch["task_reward"])
         for g in range(B // G):
             grp = slice(g * G, (g + 1) * G)
-            assert len({r["task_id"] for r in info["rows"][grp]}) == 1  # groups stay whole after merging
-            assert len(set(info["reward"][grp])) > 1  # never all equal
-        # merged tensors line up with the kept rows
+            ids = batch["prompt_ids"][grp]
+            assert (ids == ids[:1]).all()  # groups stay whole after merging: one prompt each
+            assert len(set(batch["task_reward"][grp].tolist())) > 1  # never all equal
+        # merged masks line up with the ids: real tokens up to and including EOS, padding after
         for i in range(B):
-            n = len(info["completion_ids"][i])
-            assert batch["completion_ids"][i, :n].tolist() == info["completion_ids"][i]
-            assert batch["completion_mask"][i].sum() == n
+            n = int(batch["completion_mask"][i].sum())
+            assert (batch["completion_ids"][i, n:] == tok.pad_token_id).all()
+            assert batch["completion_ids"][i, n - 1] == tok.eos_token_id or n == batch["completion_ids"].shape[1]
         assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
         assert batch["advantages"].abs().sum() > 0
-        rounds.append(tr._sampling["rounds"])
+        rounds.append(step_values(tr)["sampling_rounds"])
     assert max(rounds) > 1  # refills (and the merge) were exercised
 
 
@@ -254,7 +224,7 @@ def test_dynamic_sampling_drops_groups_with_identical_rewards(tok, tmp_path):
 def test_train_dapo_end_to_end_writes_logs(tok, tmp_path, mode):
     from study.trainers.dapo import train_dapo
 
-    cfg, comp = make(tok, mode, steps=2)
+    cfg, comp = make(tok, mode, steps=2, refiner=EditRefiner(tok) if mode == "dynamic" else None)
     run = RunLog(tmp_path / mode, cfg.model_dump(mode="json"), 0, cfg.hash())
     summary = train_dapo(cfg, comp, run)
     assert summary["steps"] == 2
@@ -263,10 +233,10 @@ def test_train_dapo_end_to_end_writes_logs(tok, tmp_path, mode):
     for r in rows:
         assert set(METRIC_COLUMNS) <= set(r)
         assert r["kl"] is not None and r["kl"] >= 0  # logged in every mode
-        assert r["reward_mean"] is not None and r["time_step"] > 0
+        assert r["reward_mean"] is not None and r["time_step"] > 0 and r["optimizer_step"] == r["step"]
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # π_θ = π_ref before the first update
-    if mode == "dynamic":
-        assert all(r["improvement_ratio"] is not None and r["kept_frac"] is not None for r in rows)
+    if mode == "dynamic":  # the constraint acts: pairs are kept and L_DC enters the loss
+        assert all(r["improvement_ratio"] > 0 and r["kept_frac"] > 0 and r["dynamic_ce"] > 0 for r in rows)
     else:
         assert rows[0]["dynamic_ce"] is None and rows[0]["improvement_ratio"] is None
     samples = [json.loads(x) for x in run.samples_path.read_text().splitlines()]
@@ -274,26 +244,31 @@ def test_train_dapo_end_to_end_writes_logs(tok, tmp_path, mode):
     assert all(s["response_tokens"] for s in samples)
     if mode == "dynamic":
         s = samples[0]
-        assert s["refined"] is not None and len(s["refined_token_ce"]) == len(s["refined_tokens"])
+        assert s["kept"] and s["refined"] is not None and len(s["refined_token_ce"]) == len(s["refined_tokens"])
     assert (run.root / "checkpoints" / "final" / "config.json").exists()
 
 
 def test_static_mode_uses_the_given_reference(tok, tmp_path):
     cfg, comp = make(tok, "static")
-    tr, _ = _trainer(tmp_path, cfg, comp)
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
     assert tr.ref_model is comp.reference and tr.beta == cfg.constraint.kl_coef
 
 
 def test_study_train_smoke_dynamic(smoke_model_dir, tmp_path, monkeypatch):
-    """``study train configs/smoke/dapo_dynamic.yaml`` end to end with the smoke mini model and the sandbox."""
+    """``study train configs/smoke/dapo_dynamic.yaml`` end to end with the smoke mini model and the sandbox; the
+    oracle refiner fixes answers, so pairs are kept and the run learns something other than plain DAPO."""
     from study.cli import main
 
     monkeypatch.setenv("STUDY_ARTIFACTS", str(smoke_model_dir.parent.parent))
-    rc = main(["train", "configs/smoke/dapo_dynamic.yaml", "--runs-dir", str(tmp_path),
-               "--set", "steps=2"])
-    assert rc == 0
+    for config in ("dapo_dynamic", "dapo"):
+        rc = main(["train", f"configs/smoke/{config}.yaml", "--runs-dir", str(tmp_path), "--set", "steps=2"])
+        assert rc == 0
+    dyn, plain = ([json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+                  for name in ("smoke-dapo-dynamic", "smoke-dapo"))
+    assert len(dyn) == 2 and set(METRIC_COLUMNS) <= set(dyn[-1])
+    assert all(r["kept_frac"] > 0 and r["dynamic_ce"] > 0 and r["refined_frac"] > 0 for r in dyn)
+    assert dyn[0]["reward_mean"] == plain[0]["reward_mean"]  # same seed, same first rollout
+    assert dyn[0]["loss"] > plain[0]["loss"] + 1e-3  # + λ·L_DC
+    assert dyn[1]["kl"] != pytest.approx(plain[1]["kl"], abs=1e-9)  # and θ moved differently
     run = tmp_path / "smoke-dapo-dynamic"
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and set(METRIC_COLUMNS) <= set(rows[-1])
-    assert rows[0]["refined_frac"] is not None
     assert (run / "samples.jsonl").exists() and (run / "DONE").exists()

@@ -49,6 +49,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, smoke_model_dir, conf
     subprocess.run(_cmd("--resume", str(b / name)), env=env, check=True, capture_output=True, cwd=ROOT)
     got, want = _metrics(b / name), _metrics(a / name)
     assert [r["step"] for r in got] == list(range(1, 6))  # no duplicated or missing steps
+    assert all(r["kept_frac"] > 0 and r["dynamic_ce"] > 0 for r in want)  # the constraint acts (oracle refiner)
     if config.startswith("ppo"):
         assert got == want  # our PPO restores every RNG and state: the resumed curve equals the uninterrupted one
     else:
@@ -72,3 +73,4 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path, smoke_model_dir):
         lines = (tmp_path / d / "smoke-dapo-dynamic" / "metrics.jsonl").read_text().splitlines()
         rows.append([{k: v for k, v in json.loads(l).items() if not k.startswith("time_")} for l in lines])
     assert len(rows[0]) == 3 and rows[0] == rows[1]
+    assert all(r["kept_frac"] > 0 and r["dynamic_ce"] > 0 for r in rows[0])  # with pairs kept, L_DC acting
