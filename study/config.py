@@ -68,7 +68,9 @@ class RefinerConfig(_Strict):
     temperature: float = Field(default=0.0, ge=0)
     """0 = greedy (default), as the refiner should copy what is right."""
     skip_max_reward: bool = True
-    """Do not refine responses already at the maximum reward (they cannot improve)."""
+    """Do not refine responses already at the maximum reward (they cannot improve, so the filter would drop their
+    y'). Applies only with ``constraint.filter: true``: without the filter every y' is kept, so every response is
+    refined (App. B's ablation, where the refiner can make a correct answer worse)."""
     batch_size: int = Field(default=32, gt=0)
     """Refinements generated per batch."""
 

@@ -61,7 +61,19 @@ def test_refine_and_filter_keeps_exactly_the_improved_pairs(tok):
     assert res.keep.tolist() == [False] * 4
     res = refine_and_filter(rows, responses, rewards, refiner_fn(worse), frac_a, tok, max_reward=1.0,
                             filter_enabled=False)
-    assert res.keep.tolist() == [False, True, True, False]
+    assert res.keep.tolist() == [True] * 4
+
+
+def test_without_the_filter_every_response_is_refined(tok):
+    """App. B's failure mode must be able to occur: with the filter off, max-reward responses go to the refiner too
+    (skip_max_reward applies only with the filter on), and their worse y' are kept."""
+    rows, responses = PROBLEMS[:4], ["aaaa", "bbbb", "xyz", "aa"]
+    rewards = frac_a(completions=responses)  # [1.0, 0.0, 0.0, 1.0]
+    worse = FixedRefiner(tok, text="zzzz")  # reward 0
+    res = refine_and_filter(rows, responses, rewards, refiner_fn(worse), frac_a, tok, max_reward=1.0,
+                            filter_enabled=False, skip_max_reward=True)
+    assert res.refined == [True] * 4 and res.n_skipped_max == 0 and worse.calls == 4
+    assert res.keep.tolist() == [True] * 4 and res.rewards == [0.0] * 4  # two correct answers made worse, kept
 
 
 def test_sample_rows_carry_token_ce_for_heatmaps(tok):

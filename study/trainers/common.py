@@ -227,7 +227,8 @@ def refine_and_filter(
     skip_max_reward: bool = True,
     timer: "StepTimer | None" = None,
 ) -> RefineResult:
-    """Refine the rollouts below the reward ceiling, score y' with the same reward function, apply the filter.
+    """Refine the rollouts below the reward ceiling (all of them when the filter is off), score y' with the same
+    reward function, apply the filter.
 
     rows:      dataset rows (or ``Problem``s) of the N rollouts (repeat a problem's row for each of its samples).
     responses: the policy's responses y (text).
@@ -238,7 +239,9 @@ def refine_and_filter(
     rows = [as_row(r) for r in rows]
     if not (len(rows) == len(responses) == len(rewards)):
         raise ValueError("rows, responses and rewards differ in length")
-    todo = needs_refinement(rewards, max_reward if skip_max_reward else None)
+    # A max-reward y cannot be improved, so with the filter on its y' would be dropped: skip it. With the filter
+    # off every y' is kept, so every y is refined (App. B: the refiner can make a correct answer worse).
+    todo = needs_refinement(rewards, max_reward if (skip_max_reward and filter_enabled) else None)
     idx = [i for i, t in enumerate(todo) if t]
     with timer("refine_generate"):
         gens = refine([rows[i] for i in idx], [responses[i] for i in idx]) if idx else []
