@@ -284,3 +284,46 @@ def test_study_train_smoke_dynamic(smoke_model_dir, tmp_path, monkeypatch):
     assert dyn[1]["kl"] != pytest.approx(plain[1]["kl"], abs=1e-9)  # and θ moved differently
     run = tmp_path / "smoke-dapo-dynamic"
     assert (run / "samples.jsonl").exists() and (run / "DONE").exists()
+
+
+def test_statistics_of_the_full_sampled_batch_and_of_the_selected_one(tok, tmp_path):
+    """reward_mean, group_reward_std, improvement_ratio, kept_frac, ... describe every rollout of every sampling
+    round (dropped groups included); selected_* the batch the loss sees; plus the counts and App. B's worse_ratio."""
+    def half_flat(prompts=None, completions=None, task_id=None, **kw):  # odd tasks always 0: their groups drop
+        r = [sum(ch in string.ascii_letters for ch in text_of(c)) / 10 for c in completions]
+        return [0.0 if int(t[1:]) % 2 else x for t, x in zip(task_id, r)]
+
+    cfg, comp = make(tok, "dynamic", reward=half_flat, refiner=EditRefiner(tok), rollout={"num_prompts": 4},
+                     dapo={"max_sampling_rounds": 4})
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    seen = []
+    sample_rounds = tr._sample_rounds
+
+    def spy(inputs):
+        rounds = sample_rounds(inputs)
+        seen.append(rounds)
+        return rounds
+
+    tr._sample_rounds = spy
+    for _ in range(4):
+        tr._metrics["train"].clear()
+        batch = first_batch(tr)
+        if len(seen[-1]) > 1:
+            break
+    rounds, v = seen[-1], step_values(tr)
+    assert len(rounds) > 1  # groups were dropped and refilled
+    every = [x for r in rounds for x in r.task_reward]
+    assert v["n_rollouts"] == len(every) > len(batch["task_reward"])
+    assert v["reward_mean"] == pytest.approx(sum(every) / len(every))
+    assert v["selected_reward_mean"] == pytest.approx(batch["task_reward"].mean().item())
+    assert v["reward_mean"] < v["selected_reward_mean"]  # the dropped all-zero groups count in the full batch
+    assert v["group_reward_std"] < v["selected_group_reward_std"]  # ... and so do their zero stds
+    # refinement counts: only the selected rows were refined (refine_scope=selected) -> shares of all rollouts
+    keep = batch["refine_keep"]
+    assert v["n_kept"] == keep.sum().item() > 0 and v["kept_frac"] == pytest.approx(v["n_kept"] / v["n_rollouts"])
+    assert v["selected_kept_frac"] == pytest.approx(keep.float().mean().item())
+    assert v["improvement_ratio"] == pytest.approx(v["n_improved"] / v["n_rollouts"])
+    assert v["worse_ratio"] == pytest.approx(v["n_worse"] / v["n_rollouts"])
+    r, rr = batch["task_reward"], batch["refined_reward"]
+    assert v["n_worse"] == int((rr < r - 1e-6).sum()) and v["n_improved"] == int((rr > r + 1e-6).sum())
+    assert v["n_refined"] == int((~rr.isnan()).sum())

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from study.filter import improvement_ratio, keep_improved, needs_refinement
+from study.filter import improvement_ratio, keep_improved, made_worse, needs_refinement
 from study.generation import Generation
 from study.prompts import code_block, solve_messages
 from study.runs import METRIC_COLUMNS
@@ -187,10 +187,22 @@ class RefineResult:
     """y' token ids, unpadded (empty when not refined)."""
     n_distinct: int = 0
     """Distinct (x, y) pairs among the refined rollouts (what a greedy refiner actually decodes)."""
+    original_rewards: list[float] = field(default_factory=list)
+    """r(x, y) of the N rollouts, the filter's reference."""
 
     @property
     def n(self) -> int:
         return len(self.refined)
+
+    @property
+    def n_improved(self) -> int:
+        """Rollouts whose y' scores strictly higher (kept when the filter is on)."""
+        return sum(keep_improved(self.original_rewards, self.rewards, enabled=True))
+
+    @property
+    def n_worse(self) -> int:
+        """Rollouts whose y' scores strictly lower (App. B)."""
+        return sum(made_worse(self.original_rewards, self.rewards))
 
     @property
     def n_refined(self) -> int:
@@ -269,7 +281,47 @@ def refine_and_filter(
         n_skipped_max=len(rows) - len(idx),
         token_ids=token_ids,
         n_distinct=len({(rows[i].get("task_id"), rows[i].get("problem"), responses[i]) for i in idx}),
+        original_rewards=[float(r) for r in rewards],
     )
+
+
+def take_refinements(results: Sequence[RefineResult], rows: Sequence[tuple[int, int]], pad: int) -> RefineResult:
+    """Rows ``rows`` = [(result, row)] of several ``RefineResult``s as one (e.g. the selected groups of dynamic
+    sampling's rounds, or every round's rows), y' re-padded. ``n_distinct`` is the sum over the results."""
+    def pick(attr):
+        return [getattr(results[r], attr)[i] for r, i in rows]
+
+    token_ids = pick("token_ids")
+    ids, mask = pad_right(token_ids, pad)
+    keep = torch.tensor([bool(results[r].keep[i]) for r, i in rows], dtype=torch.bool)
+    refined, original, refined_rewards = pick("refined"), pick("original_rewards"), pick("rewards")
+    return RefineResult(
+        refined_ids=ids, refined_mask=mask, keep=keep, refined=refined, texts=pick("texts"), rewards=refined_rewards,
+        improvement_ratio=improvement_ratio(original, refined_rewards), n_skipped_max=len(rows) - sum(refined),
+        token_ids=token_ids, n_distinct=sum(r.n_distinct for r in results), original_rewards=original)
+
+
+def rollout_stats(task_rewards: Sequence[float], group_size: int, max_reward: float | None,
+                  refine: RefineResult | None) -> dict[str, float]:
+    """The statistics of a set of rollouts (and of their refinements, if any): reward_mean, reward_std,
+    group_reward_std (mean within-group std), pass_rate; improvement_ratio, kept_frac, refined_frac, worse_ratio
+    and the counts n_rollouts, n_refined, n_improved, n_worse, n_kept, refined_reward_mean. Shared by both
+    trainers; DAPO logs them for the whole sampled batch and, prefixed ``selected_``, for the selected one."""
+    r = [float(x) for x in task_rewards]
+    n = len(r)
+    out = {
+        "reward_mean": nanmean(r),
+        "reward_std": float(torch.tensor(r, dtype=torch.float32).std(unbiased=False)) if r else float("nan"),
+        "group_reward_std": group_reward_std(r, group_size) if group_size > 1 else float("nan"),
+        "pass_rate": (sum(x >= max_reward for x in r) / n) if max_reward is not None and n else float("nan"),
+        "n_rollouts": n,
+    }
+    if refine is not None:
+        out.update(improvement_ratio=refine.improvement_ratio, kept_frac=refine.kept_frac,
+                   refined_frac=refine.refined_frac, worse_ratio=refine.n_worse / n if n else float("nan"),
+                   n_refined=refine.n_refined, n_improved=refine.n_improved, n_worse=refine.n_worse,
+                   n_kept=refine.n_kept, refined_reward_mean=nanmean(refine.rewards))
+    return out
 
 
 def _score_refined(reward_fn: Callable, rows: list[dict], responses: Sequence[str], rewards: Sequence[float],

@@ -73,11 +73,12 @@ from study.tokens import (
 from study.trainers.common import (
     RefineResult,
     StepTimer,
-    group_reward_std,
     metric_row,
     nanmean,
     refine_and_filter,
     refined_ce_for_samples,
+    rollout_stats,
+    take_refinements,
     make_refine_fn,
     sample_rows,
 )
@@ -104,6 +105,15 @@ class Round:
     """r(x, y): the study's reward (the first reward function); shaping terms come after it."""
     reward: list[float]
     """What the advantages are computed from (task reward + shaping)."""
+
+
+def _unrefined(n: int, device) -> RefineResult:
+    """n rollouts that never went to the refiner."""
+    return RefineResult(refined_ids=torch.zeros((n, 1), dtype=torch.long, device=device),
+                        refined_mask=torch.zeros((n, 1), dtype=torch.long, device=device),
+                        keep=torch.zeros(n, dtype=torch.bool, device=device), refined=[False] * n, texts=[None] * n,
+                        rewards=[None] * n, improvement_ratio=0.0, token_ids=[[] for _ in range(n)],
+                        original_rewards=[float("nan")] * n)
 
 
 class DynamicDAPOTrainer(GRPOTrainer):
@@ -211,23 +221,24 @@ class DynamicDAPOTrainer(GRPOTrainer):
             rounds.append(self._rollout(self._fresh_rows(n_new)))
         return rounds
 
-    def _select(self, rounds: list[Round]) -> tuple[dict, Round]:
+    def _select(self, rounds: list[Round]) -> tuple[dict, Round, list[tuple[int, int]]]:
         """The batch: informative groups in draw order; when the round cap was hit, filled with uninformative ones,
-        those below the reward ceiling first (the refiner can still improve them in dynamic mode)."""
+        those below the reward ceiling first (the refiner can still improve them in dynamic mode). Returns TRL's
+        batch of the picked rows, their ``Round``, and the picked (round, row) pairs."""
         G, maxr = self.G, self.components.max_reward
         ok = [informative_groups(r.reward, G) for r in rounds]
         below = [[maxr is None or min(r.task_reward[g * G : (g + 1) * G]) < maxr for g in range(len(r.rows) // G)]
                  for r in rounds]
         n_groups = len(rounds[0].rows) // G
-        rows = group_rows(select_groups(ok, below, n_groups), G)
         if len(rounds) == 1:
-            return rounds[0].batch, rounds[0]
+            return rounds[0].batch, rounds[0], [(0, i) for i in range(len(rounds[0].rows))]
+        rows = group_rows(select_groups(ok, below, n_groups), G)
         batch = merge_batches([r.batch for r in rounds], rows, pad_id(self.processing_class))
         loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         picked = Round(batch, [rounds[r].rows[i] for r, i in rows], [rounds[r].task_reward[i] for r, i in rows],
                        [rounds[r].reward[i] for r, i in rows])
-        return batch, picked
+        return batch, picked, rows
 
     # ------------------------------------------------------------------------------------------------------------
     # the batch: rollout, KL, refinement -> one dict
@@ -239,7 +250,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self.timer.reset()
         # 1. rollout + dynamic sampling
         rounds = self._sample_rounds(inputs)
-        batch, picked = self._select(rounds)
+        batch, picked, rows = self._select(rounds)
         batch["task_reward"] = torch.tensor(picked.task_reward, device=batch["advantages"].device)
         # 2. KL(π_θ‖π_ref) on the sampled tokens (logged in every mode; speed.kl_every thins it)
         with self.timer("rollout"):
@@ -253,7 +264,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
             with self.timer("refine"):
                 refine = self._refine(picked.rows, responses, picked.task_reward)
                 batch.update(self._refinement_entries(batch, refine))
-        self._log_step(self._rollout_stats(batch, picked, rounds, refine, kl))
+        self._log_step(self._rollout_stats(batch, picked, rounds, rows, refine, kl))
         self._log_samples(step, picked, responses, batch, refine)
         return batch
 
@@ -424,28 +435,38 @@ class DynamicDAPOTrainer(GRPOTrainer):
             values["kl_sum"], values["kl_tok"] = self._gathered_kl_sums(logps.detach(), inputs["kl_ref_logps"], mask)
         self._log_step(values)
 
-    def _rollout_stats(self, batch: dict, picked: Round, rounds: list[Round], refine: RefineResult | None,
-                       kl: float) -> dict[str, float]:
-        """The step's rollout statistics (of the selected batch) and sampling counts."""
-        task_r, maxr = picked.task_reward, self.components.max_reward
-        n_groups = len(picked.rows) // self.G
-        n_ok = sum(sum(informative_groups(r.reward, self.G)) for r in rounds)
+    def _rollout_stats(self, batch: dict, picked: Round, rounds: list[Round], rows: list[tuple[int, int]],
+                       refine: RefineResult | None, kl: float) -> dict[str, float]:
+        """The step's statistics: of the FULL sampled batch (every sampling round; ``reward_mean``,
+        ``group_reward_std``, ``improvement_ratio``, ``kept_frac``, ... and the counts ``n_*``) and, prefixed
+        ``selected_``, of the batch dynamic sampling selected (what the loss sees). Rollouts of dropped groups were
+        never refined: they count as not refined, not improved."""
+        G, maxr = self.G, self.components.max_reward
+        full_refine = None
+        if refine is not None:  # the selected rows' refinements, and nothing for the rows that were dropped
+            where = {rc: j for j, rc in enumerate(rows)}
+            nothing = _unrefined(sum(len(r.rows) for r in rounds), refine.refined_ids.device)
+            k = iter(range(nothing.n))
+            full_refine = take_refinements(
+                [refine, nothing], [(0, where[(r, i)]) if (r, i) in where else (1, next(k))
+                                    for r, rnd in enumerate(rounds) for i in range(len(rnd.rows))],
+                pad_id(self.processing_class))
+        full = rollout_stats([x for r in rounds for x in r.task_reward], G, maxr, full_refine)
+        selected = rollout_stats(picked.task_reward, G, maxr, refine)
+        n_groups = len(picked.rows) // G
+        n_ok = sum(sum(informative_groups(r.reward, G)) for r in rounds)
         stats = dict(
-            reward_mean=nanmean(task_r),
-            reward_std=float(torch.tensor(task_r).std(unbiased=False)) if task_r else float("nan"),
-            group_reward_std=group_reward_std(task_r, self.G),
+            **full,
+            **{f"selected_{k}": v for k, v in selected.items() if not k.startswith("n_")},
             kl=kl,
             response_length=batch["completion_mask"].sum(1).float().mean().item(),
             shaped_reward_mean=nanmean(picked.reward),
-            pass_rate=(sum(r >= maxr for r in task_r) / len(task_r)) if maxr is not None else float("nan"),
             sampling_rounds=len(rounds),
             informative_groups=n_ok,
             frac_reward_zero_std=1.0 - min(n_ok, n_groups) / n_groups,
         )
         if refine is not None:
-            stats.update(improvement_ratio=refine.improvement_ratio, refined_frac=refine.refined_frac,
-                         kept_frac=refine.kept_frac, skipped_max_reward=refine.n_skipped_max,
-                         refined_distinct=refine.n_distinct, refined_reward_mean=nanmean(refine.rewards))
+            stats.update(skipped_max_reward=refine.n_skipped_max, refined_distinct=refine.n_distinct)
         stats.update({f"time_{k}": v for k, v in self.timer.totals.items()})
         return stats
 

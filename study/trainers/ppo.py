@@ -69,11 +69,11 @@ from study.trainers.common import (
     RefineResult,
     StepTimer,
     as_row,
-    group_reward_std,
+    make_refine_fn,
     metric_row,
     refine_and_filter,
     refined_ce_for_samples,
-    make_refine_fn,
+    rollout_stats,
     sample_rows,
     score,
 )
@@ -470,18 +470,11 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             return sum(xs) / len(xs) if xs else float("nan")
 
         n_tokens = mask.sum(-1).float()
-        pass_rate = (float((scores >= components.max_reward).float().mean())
-                     if components.max_reward is not None else float("nan"))
         row = metric_row(
             step,
-            reward_mean=scores.mean().item(),
-            reward_std=scores.std(unbiased=False).item(),
-            group_reward_std=group_reward_std(scores_list, G) if G > 1 else float("nan"),
+            **rollout_stats(scores_list, G, components.max_reward, ref),  # rewards, refinements, counts
             kl=kl_t.sum(-1).mean().item(),
             dynamic_ce=mean(stats["dc_loss"]),
-            improvement_ratio=ref.improvement_ratio if ref is not None else float("nan"),
-            refined_frac=ref.refined_frac if ref is not None else float("nan"),
-            kept_frac=ref.kept_frac if ref is not None else float("nan"),
             response_length=n_tokens.mean().item(),
             entropy=mean(stats["entropy"]),
             clip_frac=mean(stats["clip_frac"]),
@@ -501,12 +494,9 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             kl_k1=(static_kl(old_logps, ref_logps, "k1") * mask).sum(-1).mean().item(),
             kl_k3=(static_kl(old_logps, ref_logps, "k3") * mask).sum(-1).mean().item(),
             kl_penalty_mean=(beta * kl_t.sum(-1)).mean().item() if mode == "static" else 0.0,
-            pass_rate=pass_rate,
             truncated_frac=sum(roll.truncated) / N,
             critic_learning_rate=opt_critic.param_groups[0]["lr"],
             kept=ref.n_kept if ref is not None else float("nan"),
-            refined_reward_mean=(mean([r for r in ref.rewards if r is not None]) if ref is not None
-                                 else float("nan")),
         )
         row["time_step"] = time.perf_counter() - t_step
         run.log_metrics(row)
