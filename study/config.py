@@ -52,6 +52,14 @@ class ConstraintConfig(_Strict):
     """CE over the whole refined response (paper) or from the first token where y' departs from y (issue 9)."""
     normalize: Literal["token", "sequence"] = "token"
     """Average the CE over all kept tokens (token) or over kept sequences (sequence)."""
+    refine_scope: Literal["sampled", "selected"] = "sampled"
+    """DAPO: which rollouts go to the refiner. ``sampled``: every sampling round's, right after scoring, before
+    dynamic sampling selects; a group counts as selectable when its rewards differ OR it has a kept refinement, so
+    an all-fail group with a kept y' enters the batch (zero advantage) and acts through L_DC. ``selected``: only the
+    batch dynamic sampling kept (groups whose rewards are all equal never meet the refiner). Default ``sampled``,
+    from the paper: Eq. 6's expectation runs over y ~ π_θ(·|x) for every sampled response, and the refiner helps
+    most where no sample passes; DAPO's dynamic sampling is a device of the policy-gradient term (a group with equal
+    rewards has no advantage), not of the constraint. PPO refines every rollout either way."""
     target: Literal["refiner", "self", "dataset", "oracle"] = "refiner"
     """Who supplies y': the frozen reference model (paper), the current policy (self-refinement), the
     dataset's fixed reference solution (static SFT, UFT/LUFFY-style), or ``oracle``: y with its first edit toward
@@ -203,6 +211,16 @@ class PPOConfig(_Strict):
     """Normalise advantages over the batch."""
 
 
+LATE_FIELDS = [
+    ("constraint", "refine_scope", "selected", lambda c: c.trainer != "dapo" or c.constraint.mode != "dynamic"),
+    ("speed", "refiner_copy_decoding", True, lambda c: True),  # same tokens as plain greedy decoding
+    ("speed", "refiner_draft_len", 16, lambda c: True),
+]
+"""(section, field, old, moot): fields added after runs were cached. A config hashes as it did before the field
+existed when the field holds ``old`` (the behaviour those runs had) or when ``moot(config)`` says it changes nothing
+for this config (e.g. refine_scope outside DAPO's dynamic mode)."""
+
+
 class TrainConfig(_Strict):
     name: str
     """Run name: the run folder is ``runs/<name>`` (seed appended when ``--seed`` overrides)."""
@@ -268,6 +286,9 @@ class TrainConfig(_Strict):
             d.pop("speed")
         if self.vllm == VLLMConfig():  # added later (issue 6): the same
             d.pop("vllm")
+        for section, key, old, moot in LATE_FIELDS:  # as before the field existed, where it changes nothing
+            if section in d and (d[section].get(key) == old or moot(self)):
+                d[section].pop(key, None)
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

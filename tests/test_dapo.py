@@ -279,8 +279,8 @@ def test_study_train_smoke_dynamic(smoke_model_dir, tmp_path, monkeypatch):
                   for name in ("smoke-dapo-dynamic", "smoke-dapo"))
     assert len(dyn) == 2 and set(METRIC_COLUMNS) <= set(dyn[-1])
     assert all(r["kept_frac"] > 0 and r["dynamic_ce"] > 0 and r["refined_frac"] > 0 for r in dyn)
-    assert dyn[0]["reward_mean"] == plain[0]["reward_mean"]  # same seed, same first rollout
-    assert dyn[0]["loss"] > plain[0]["loss"] + 1e-3  # + λ·L_DC
+    assert dyn[0]["loss"] > dyn[0]["policy_loss"] + 1e-4  # L = L_DAPO + λ·L_DC
+    assert plain[0]["loss"] == pytest.approx(plain[0]["policy_loss"], abs=1e-6)
     assert dyn[1]["kl"] != pytest.approx(plain[1]["kl"], abs=1e-9)  # and θ moved differently
     run = tmp_path / "smoke-dapo-dynamic"
     assert (run / "samples.jsonl").exists() and (run / "DONE").exists()
@@ -294,7 +294,7 @@ def test_statistics_of_the_full_sampled_batch_and_of_the_selected_one(tok, tmp_p
         return [0.0 if int(t[1:]) % 2 else x for t, x in zip(task_id, r)]
 
     cfg, comp = make(tok, "dynamic", reward=half_flat, refiner=EditRefiner(tok), rollout={"num_prompts": 4},
-                     dapo={"max_sampling_rounds": 4})
+                     dapo={"max_sampling_rounds": 4}, constraint={"refine_scope": "selected"})
     tr, _ = dapo_trainer(tmp_path, cfg, comp)
     seen = []
     sample_rounds = tr._sample_rounds
@@ -327,3 +327,26 @@ def test_statistics_of_the_full_sampled_batch_and_of_the_selected_one(tok, tmp_p
     r, rr = batch["task_reward"], batch["refined_reward"]
     assert v["n_worse"] == int((rr < r - 1e-6).sum()) and v["n_improved"] == int((rr > r + 1e-6).sum())
     assert v["n_refined"] == int((~rr.isnan()).sum())
+
+
+def test_refinement_before_selection_lets_all_fail_groups_in_through_l_dc(tok, tmp_path):
+    """refine_scope: sampled (the default): every round is refined before dynamic sampling selects, and a group
+    whose rewards are all equal is selectable when it has a kept y'. Here every rollout fails (no advantage
+    anywhere) but the refiner fixes them: the first round fills the batch, and only L_DC moves θ."""
+    cfg, comp = make(tok, "dynamic", reward=is_target, refiner=FixedRefiner(tok), dapo={"max_sampling_rounds": 3},
+                     constraint={"coef": 1.0})
+    assert cfg.constraint.refine_scope == "sampled"
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    batch = first_batch(tr)
+    v = step_values(tr)
+    assert v["sampling_rounds"] == 1 and v["informative_groups"] == 0  # no group has a policy gradient ...
+    assert batch["refine_keep"].all() and (batch["advantages"] == 0).all()  # ... yet all enter, through L_DC
+    assert v["n_refined"] == v["n_rollouts"] == 8 and v["kept_frac"] == 1.0
+    assert tr._compute_loss(tr.model, batch).item() > 0.1  # λ·L_DC
+    # refine_scope: selected: the groups are dropped and refilled up to the cap, and refined only after selection
+    cfg, comp = make(tok, "dynamic", reward=is_target, refiner=FixedRefiner(tok), dapo={"max_sampling_rounds": 3},
+                     constraint={"coef": 1.0, "refine_scope": "selected"})
+    tr, _ = dapo_trainer(tmp_path / "selected", cfg, comp)
+    first_batch(tr)
+    v = step_values(tr)
+    assert v["sampling_rounds"] == 3 and comp.refiner.calls == 8 and v["n_rollouts"] > 8

@@ -11,8 +11,12 @@ One RL step is one generation batch of B = ``rollout.num_prompts`` x G rollouts.
                  ``dapo.max_sampling_rounds`` rounds; B never changes; ``dynamic_sampling.py``).
     2. KL        the frozen reference's log-probs of the sampled tokens: KL(π_θ‖π_ref) is logged in every mode
                  (Fig. 4); π_θ's side comes from the loss forward where that is exact (``speed.kl_from_loss``).
-    3. refine    MODE dynamic: y' for every response below the reward ceiling, r(x, y') with the same task reward,
-                 keep = 1[r(y') > r(y)] (Eq. 6's filter), the first-change index k.
+    3. refine    MODE dynamic: y' for every response below the reward ceiling (every response without the
+                 filter), r(x, y') with the same task reward, keep = 1[r(y') > r(y)] (Eq. 6's filter), the
+                 first-change index k. ``constraint.refine_scope: sampled`` (default) refines each round's rollouts
+                 right after scoring, before dynamic sampling selects, and a group with a kept y' is selectable
+                 even if its rewards are all equal (it enters with advantage 0 and acts through L_DC);
+                 ``selected`` refines only the selected batch.
     -> one flat dict: TRL's keys (prompt_ids/_mask, completion_ids/_mask, advantages, num_items_in_batch, ...)
        plus ``task_reward``, ``refined_ids``/``refined_mask`` (y'), ``dc_mask`` (its tokens with loss),
        ``refine_keep``, ``first_change``, ``dc_normalizer`` and ``kl_ref_logps``. TRL shuffles and splits it into
@@ -105,6 +109,10 @@ class Round:
     """r(x, y): the study's reward (the first reward function); shaping terms come after it."""
     reward: list[float]
     """What the advantages are computed from (task reward + shaping)."""
+    responses: list[str]
+    """y as text (what the reward function and the refiner see)."""
+    refine: RefineResult | None = None
+    """y' and the filter's decision per rollout (MODE dynamic; with ``refine_scope: sampled`` every round's)."""
 
 
 def _unrefined(n: int, device) -> RefineResult:
@@ -193,7 +201,14 @@ class DynamicDAPOTrainer(GRPOTrainer):
         per_func = torch.tensor([list(self._logs["rewards"][name])[-n * world:] for name in self.reward_func_names],
                                 dtype=torch.float32).T[rank * n : (rank + 1) * n]  # (n, reward functions)
         total = (per_func * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1)
-        return Round(batch, list(rows), per_func[:, 0].tolist(), total.tolist())
+        responses = self.processing_class.batch_decode(
+            [ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"])],
+            skip_special_tokens=True)
+        rnd = Round(batch, list(rows), per_func[:, 0].tolist(), total.tolist(), responses)
+        if self.refine_target is not None and self.cfg.constraint.refine_scope == "sampled":
+            with self.timer("refine"):  # 3. refine right after scoring, before dynamic sampling selects
+                rnd.refine = self._refine(rnd.rows, rnd.responses, rnd.task_reward)
+        return rnd
 
     def _fresh_rows(self, n_prompts: int) -> list[dict]:
         ds = self.train_dataset
@@ -206,15 +221,24 @@ class DynamicDAPOTrainer(GRPOTrainer):
         t = self.accelerator.gather(torch.tensor([x], device=self.accelerator.device))
         return int(t.min().item() if op == "min" else t.max().item())
 
+    def _selectable(self, rnd: Round) -> list[bool]:
+        """Per group: can it enter the batch? Its rewards differ (a policy gradient), or, when refinement comes
+        before selection (``refine_scope: sampled``), it has a kept refinement (an L_DC term; advantage 0)."""
+        ok = informative_groups(rnd.reward, self.G)
+        if rnd.refine is not None:
+            keep = rnd.refine.keep.view(-1, self.G).any(dim=1).tolist()
+            ok = [a or b for a, b in zip(ok, keep)]
+        return ok
+
     def _sample_rounds(self, inputs: list[dict]) -> list[Round]:
         """DAPO's dynamic sampling rounds: the first on ``inputs``, then refills while some process lacks B rows
-        from informative groups (``refill_prompts``; every process samples the global maximum, so all run the same
+        from selectable groups (``refill_prompts``; every process samples the global maximum, so all run the same
         collectives), at most ``dapo.max_sampling_rounds`` rounds. Refills bypass the sampler."""
         n_groups = len(inputs) // self.G
         rounds = [self._rollout(inputs)]
         max_rounds = self.cfg.dapo.max_sampling_rounds if self.cfg.dapo.dynamic_sampling else 1
         while len(rounds) < max_rounds:
-            n_ok = sum(sum(informative_groups(r.reward, self.G)) for r in rounds)
+            n_ok = sum(sum(self._selectable(r)) for r in rounds)
             if self._global(min(n_ok, n_groups), "min") >= n_groups:
                 break
             n_new = self._global(refill_prompts(n_ok, n_groups), "max")
@@ -222,22 +246,23 @@ class DynamicDAPOTrainer(GRPOTrainer):
         return rounds
 
     def _select(self, rounds: list[Round]) -> tuple[dict, Round, list[tuple[int, int]]]:
-        """The batch: informative groups in draw order; when the round cap was hit, filled with uninformative ones,
-        those below the reward ceiling first (the refiner can still improve them in dynamic mode). Returns TRL's
-        batch of the picked rows, their ``Round``, and the picked (round, row) pairs."""
+        """The batch: selectable groups in draw order; when the round cap was hit, filled with the others, those
+        below the reward ceiling first (the refiner can still improve them in dynamic mode). Returns TRL's batch of
+        the picked rows, their ``Round`` (refinements included), and the picked (round, row) pairs."""
         G, maxr = self.G, self.components.max_reward
-        ok = [informative_groups(r.reward, G) for r in rounds]
-        below = [[maxr is None or min(r.task_reward[g * G : (g + 1) * G]) < maxr for g in range(len(r.rows) // G)]
-                 for r in rounds]
-        n_groups = len(rounds[0].rows) // G
         if len(rounds) == 1:
             return rounds[0].batch, rounds[0], [(0, i) for i in range(len(rounds[0].rows))]
-        rows = group_rows(select_groups(ok, below, n_groups), G)
+        ok = [self._selectable(r) for r in rounds]
+        below = [[maxr is None or min(r.task_reward[g * G : (g + 1) * G]) < maxr for g in range(len(r.rows) // G)]
+                 for r in rounds]
+        rows = group_rows(select_groups(ok, below, len(rounds[0].rows) // G), G)
         batch = merge_batches([r.batch for r in rounds], rows, pad_id(self.processing_class))
         loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        picked = Round(batch, [rounds[r].rows[i] for r, i in rows], [rounds[r].task_reward[i] for r, i in rows],
-                       [rounds[r].reward[i] for r, i in rows])
+        picked = Round(batch, *([getattr(rounds[r], f)[i] for r, i in rows]
+                                for f in ("rows", "task_reward", "reward", "responses")))
+        if rounds[0].refine is not None:
+            picked.refine = take_refinements([r.refine for r in rounds], rows, pad_id(self.processing_class))
         return batch, picked, rows
 
     # ------------------------------------------------------------------------------------------------------------
@@ -248,24 +273,22 @@ class DynamicDAPOTrainer(GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         step = self.state.global_step // self.opt_steps_per_rl_step + 1
         self.timer.reset()
-        # 1. rollout + dynamic sampling
+        # 1. rollout + dynamic sampling (each round refined right after scoring: 3. with refine_scope: sampled)
         rounds = self._sample_rounds(inputs)
         batch, picked, rows = self._select(rounds)
         batch["task_reward"] = torch.tensor(picked.task_reward, device=batch["advantages"].device)
         # 2. KL(π_θ‖π_ref) on the sampled tokens (logged in every mode; speed.kl_every thins it)
         with self.timer("rollout"):
             kl = self._reference_kl(batch, step)
-        # 3. MODE dynamic: refine after scoring, filter, attach y' for the λ·L_DC term
-        responses = self.processing_class.batch_decode(
-            [ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"])],
-            skip_special_tokens=True)
-        refine = None
+        # 3. MODE dynamic: y' of the selected rows (refined above with refine_scope: sampled, else here), the
+        #    filter's keep, the first change: what the λ·L_DC term needs
         if self.refine_target is not None:
             with self.timer("refine"):
-                refine = self._refine(picked.rows, responses, picked.task_reward)
-                batch.update(self._refinement_entries(batch, refine))
-        self._log_step(self._rollout_stats(batch, picked, rounds, rows, refine, kl))
-        self._log_samples(step, picked, responses, batch, refine)
+                if picked.refine is None:  # refine_scope: selected
+                    picked.refine = self._refine(picked.rows, picked.responses, picked.task_reward)
+                batch.update(self._refinement_entries(batch, picked.refine))
+        self._log_step(self._rollout_stats(batch, picked, rounds, rows, kl))
+        self._log_samples(step, picked, batch)
         return batch
 
     def _reference_kl(self, batch: dict, step: int) -> float:
@@ -436,21 +459,21 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self._log_step(values)
 
     def _rollout_stats(self, batch: dict, picked: Round, rounds: list[Round], rows: list[tuple[int, int]],
-                       refine: RefineResult | None, kl: float) -> dict[str, float]:
+                       kl: float) -> dict[str, float]:
         """The step's statistics: of the FULL sampled batch (every sampling round; ``reward_mean``,
         ``group_reward_std``, ``improvement_ratio``, ``kept_frac``, ... and the counts ``n_*``) and, prefixed
-        ``selected_``, of the batch dynamic sampling selected (what the loss sees). Rollouts of dropped groups were
-        never refined: they count as not refined, not improved."""
-        G, maxr = self.G, self.components.max_reward
-        full_refine = None
-        if refine is not None:  # the selected rows' refinements, and nothing for the rows that were dropped
+        ``selected_``, of the batch dynamic sampling selected (what the loss sees). With ``refine_scope:
+        selected`` the rollouts of dropped groups were never refined: they count as not refined, not improved."""
+        G, maxr, pad = self.G, self.components.max_reward, pad_id(self.processing_class)
+        refine, full_refine = picked.refine, None
+        every = [(r, i) for r, rnd in enumerate(rounds) for i in range(len(rnd.rows))]
+        if refine is not None and self.cfg.constraint.refine_scope == "sampled":  # every round was refined
+            full_refine = take_refinements([r.refine for r in rounds], every, pad)
+        elif refine is not None:  # the selected rows' refinements, and nothing for the rows that were dropped
             where = {rc: j for j, rc in enumerate(rows)}
-            nothing = _unrefined(sum(len(r.rows) for r in rounds), refine.refined_ids.device)
-            k = iter(range(nothing.n))
-            full_refine = take_refinements(
-                [refine, nothing], [(0, where[(r, i)]) if (r, i) in where else (1, next(k))
-                                    for r, rnd in enumerate(rounds) for i in range(len(rnd.rows))],
-                pad_id(self.processing_class))
+            nothing = _unrefined(len(every), refine.refined_ids.device)
+            full_refine = take_refinements([refine, nothing], [(0, where[rc]) if rc in where else (1, j)
+                                                               for j, rc in enumerate(every)], pad)
         full = rollout_stats([x for r in rounds for x in r.task_reward], G, maxr, full_refine)
         selected = rollout_stats(picked.task_reward, G, maxr, refine)
         n_groups = len(picked.rows) // G
@@ -470,15 +493,15 @@ class DynamicDAPOTrainer(GRPOTrainer):
         stats.update({f"time_{k}": v for k, v in self.timer.totals.items()})
         return stats
 
-    def _log_samples(self, step: int, picked: Round, responses, batch, refine) -> None:
+    def _log_samples(self, step: int, picked: Round, batch) -> None:
         n = self.cfg.samples_per_step
         if n <= 0 or not self.accelerator.is_main_process:
             return
         comp_ids = [ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"])]
         ce = refined_ce_for_samples(self.accelerator.unwrap_model(self.model), batch["prompt_ids"],
-                                    batch["prompt_mask"], refine, n)
-        self.run.log_samples(sample_rows(step, picked.rows, responses, comp_ids, picked.task_reward, refine, ce,
-                                         self.processing_class, n))
+                                    batch["prompt_mask"], picked.refine, n)
+        self.run.log_samples(sample_rows(step, picked.rows, picked.responses, comp_ids, picked.task_reward,
+                                         picked.refine, ce, self.processing_class, n))
 
 
 class RunLogger(TrainerCallback):
