@@ -50,8 +50,11 @@ class ConstraintConfig(_Strict):
     """Keep only refinements with r(y') > r(y) (Eq. 6's filter); ``False`` is the App. B ablation."""
     ce_scope: Literal["full", "from_first_diff"] = "full"
     """CE over the whole refined response (paper) or from the first token where y' departs from y (issue 9)."""
-    normalize: Literal["token", "sequence"] = "token"
-    """Average the CE over all kept tokens (token) or over kept sequences (sequence)."""
+    normalize: Literal["token", "sequence", "rollout"] = "token"
+    """L_DC's normaliser (``study.constraint``): the mean CE over all kept tokens (``token``), the mean of the kept
+    sequences' mean CE (``sequence``), or Eq. 6 as the paper writes it, an expectation over ALL rollouts
+    (``rollout``: the kept sequences' mean CE summed, divided by the number of rollouts N, so the constraint weakens
+    as fewer refinements are kept: Fig. 5b's self-annealing). ``token``/``sequence`` scale λ by N/K for K kept."""
     refine_scope: Literal["sampled", "selected"] = "sampled"
     """DAPO: which rollouts go to the refiner. ``sampled``: every sampling round's, right after scoring, before
     dynamic sampling selects; a group counts as selectable when its rewards differ OR it has a kept refinement, so

@@ -15,6 +15,12 @@ SFT-style loss into the RL objective")::
 
     token     c_i = Σ_t m_it CE_it            Z = Σ_i keep_i Σ_t m_it      mean over kept tokens (default)
     sequence  c_i = Σ_t m_it CE_it / Σ_t m_it  Z = Σ_i keep_i               mean over kept sequences
+    rollout   c_i = Σ_t m_it CE_it / Σ_t m_it  Z = N (all rollouts)         Eq. 6's expectation over every y
+
+``rollout`` is the paper's normaliser: Eq. 6 is an expectation over y ~ π_θ(·|x) (and y'), with the filter's
+indicator inside, so a rollout without a kept y' contributes 0 and the constraint weakens as fewer refinements are
+kept, the self-annealing of Fig. 5(b): L_DC = (1/N) Σ_i keep_i · mean_t CE_it = kept_frac × (the ``sequence``
+value). ``token`` and ``sequence`` average over the kept pairs only, which multiplies λ by N/K.
 
 where m_it masks y' (and, with ``ce_scope="from_first_diff"``, its tokens before the first change k_i). Z is the
 count over the batch the trainer normalises by (``constraint_normalizer``): the PPO minibatch, or DAPO's whole
@@ -32,7 +38,7 @@ import torch
 
 from study.tokens import first_change, token_cross_entropy  # noqa: F401  (token_cross_entropy: the walkthrough)
 
-Normalize = Literal["token", "sequence"]
+Normalize = Literal["token", "sequence", "rollout"]
 
 
 def dc_loss_mask(y_ids: torch.Tensor, y_mask: torch.Tensor, refined_ids: torch.Tensor, refined_mask: torch.Tensor,
@@ -50,10 +56,13 @@ def dc_loss_mask(y_ids: torch.Tensor, y_mask: torch.Tensor, refined_ids: torch.T
 
 
 def constraint_normalizer(mask: torch.Tensor, keep: torch.Tensor, normalize: Normalize) -> torch.Tensor:
-    """Z's contribution of these rows (0-dim): kept tokens (``token``) or kept sequences (``sequence``)."""
+    """Z's contribution of these rows (0-dim): kept tokens (``token``), kept sequences (``sequence``) or all rows,
+    kept or not (``rollout``)."""
     keep = keep.to(mask.dtype)
     if normalize == "token":
         return (mask * keep.unsqueeze(-1)).sum()
+    if normalize == "rollout":
+        return torch.tensor(float(keep.numel()), device=keep.device)
     return keep.sum()
 
 
@@ -69,7 +78,7 @@ def dynamic_constraint_loss(per_token_ce: torch.Tensor, mask: torch.Tensor, keep
     """
     m = mask.to(per_token_ce.dtype)
     c = (per_token_ce * m).sum(-1)  # (N,)
-    if normalize == "sequence":
+    if normalize in ("sequence", "rollout"):
         c = c / m.sum(-1).clamp(min=1.0)
     z = torch.as_tensor(normalizer, dtype=c.dtype, device=c.device).clamp(min=1.0)
     return (c * keep.to(c.dtype)).sum() / z

@@ -112,3 +112,19 @@ def test_static_kl_estimators():
     assert (k3 >= 0).all()
     assert torch.allclose(static_kl(logps, ref, "k1"), logps - ref)
     assert masked_mean(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1, 1, 0])).item() == 2.0
+
+
+def test_rollout_normaliser_is_eq6s_expectation_over_all_rollouts():
+    """normalize: rollout divides the kept sequences' mean CE by the number of ALL rollouts: the constraint weakens
+    in proportion to the kept fraction (Fig. 5b's self-annealing), where token/sequence scale λ by N/K."""
+    ce = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 0.0], [4.0, 0.0, 0.0], [7.0, 7.0, 7.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    keep = torch.tensor([True, False, True, False])
+    z = constraint_normalizer(mask, keep, "rollout")
+    assert z.item() == 4  # every rollout, kept or not
+    rollout = dynamic_constraint_loss(ce, mask, keep, "rollout", z).item()
+    assert rollout == pytest.approx((2.0 + 4.0) / 4)  # per-sequence means of the kept rows, over N
+    sequence = dynamic_constraint_loss(ce, mask, keep, "sequence", constraint_normalizer(mask, keep, "sequence"))
+    assert rollout == pytest.approx(sequence.item() * keep.float().mean().item())  # = kept_frac x sequence's
+    none = torch.zeros(4, dtype=torch.bool)
+    assert dynamic_constraint_loss(ce, mask, none, "rollout", constraint_normalizer(mask, none, "rollout")) == 0

@@ -350,3 +350,20 @@ def test_refinement_before_selection_lets_all_fail_groups_in_through_l_dc(tok, t
     first_batch(tr)
     v = step_values(tr)
     assert v["sampling_rounds"] == 3 and comp.refiner.calls == 8 and v["n_rollouts"] > 8
+
+
+def test_rollout_normaliser_in_the_trainer(tok, tmp_path):
+    """DAPO with normalize: rollout: λ·L_DC = λ · (1/N) Σ_kept mean_t CE, i.e. kept_frac times the sequence value."""
+    terms = {}
+    for norm in ("sequence", "rollout"):
+        cfg, comp = make(tok, "dynamic", refiner=HalfRefiner(tok), constraint={"coef": 1.0, "normalize": norm})
+        tr, _ = dapo_trainer(tmp_path / norm, cfg, comp)
+        torch.manual_seed(0)
+        batch = first_batch(tr)
+        with torch.no_grad():
+            full = tr._compute_loss(tr.model, batch).item()
+            tr.lam = 0.0
+            terms[norm] = full - tr._compute_loss(tr.model, batch).item()
+        keep = batch["refine_keep"]
+        assert 0 < keep.sum() < len(keep)
+    assert terms["rollout"] == pytest.approx(terms["sequence"] * keep.float().mean().item(), rel=1e-4)
