@@ -46,6 +46,12 @@ class ConstraintConfig(_Strict):
     """β, weight of the static KL constraint (Table 2: 1e-4 on APPS, 1e-2 on Prompt-Collection)."""
     kl_estimator: Literal["k1", "k3"] = "k3"
     """Per-token KL estimator (also used for the logged KL in every mode)."""
+    kl_bias_correction: bool = True
+    """DAPO, static mode: TRL's ``use_bias_correction_kl`` (default True since TRL 1.16, so set here explicitly).
+    True multiplies the per-token k3 term by the importance ratio ρ_t = π_θ/π_old (= 1 in value on-policy, but
+    differentiable): on-policy its gradient is β·(log π_θ - log π_ref)·∇log π_θ, the unbiased gradient of
+    KL(π_θ‖π_ref), the constraint of Eq. 2-3 and the KL we log. False is the classic GRPO k3 loss, whose gradient
+    β·(1 - π_ref/π_θ)·∇log π_θ is in expectation that of KL(π_ref‖π_θ). The PPO trainer puts the KL in the reward."""
     filter: bool = True
     """Keep only refinements with r(y') > r(y) (Eq. 6's filter); ``False`` is the App. B ablation."""
     ce_scope: Literal["full", "from_first_diff"] = "full"
@@ -216,6 +222,7 @@ class PPOConfig(_Strict):
 
 LATE_FIELDS = [
     ("constraint", "refine_scope", "selected", lambda c: c.trainer != "dapo" or c.constraint.mode != "dynamic"),
+    ("constraint", "kl_bias_correction", True, lambda c: c.trainer != "dapo" or c.constraint.mode != "static"),
     ("speed", "refiner_copy_decoding", True, lambda c: True),  # same tokens as plain greedy decoding
     ("speed", "refiner_draft_len", 16, lambda c: True),
 ]

@@ -367,3 +367,70 @@ def test_rollout_normaliser_in_the_trainer(tok, tmp_path):
         keep = batch["refine_keep"]
         assert 0 < keep.sum() < len(keep)
     assert terms["rollout"] == pytest.approx(terms["sequence"] * keep.float().mean().item(), rel=1e-4)
+
+
+def test_dapo_kl_baseline_config():
+    """configs/mini/dapo_kl.yaml (+ its smoke twin): DAPO + static KL, β = 1e-2 (Table 2), TRL's
+    use_bias_correction_kl set explicitly; otherwise the DAPO baseline."""
+    from study.config import load_config
+    from study.experiments import flatten
+    from study.trainers.dapo import grpo_args
+
+    for tier in ("mini", "smoke"):
+        kl, base = (load_config(f"configs/{tier}/{n}.yaml") for n in ("dapo_kl", "dapo"))
+        assert (kl.constraint.mode, kl.constraint.kl_coef, kl.constraint.kl_bias_correction) == ("static", 1e-2, True)
+        a, b = flatten(kl.model_dump(mode="json")), flatten(base.model_dump(mode="json"))
+        assert {k for k in a if a[k] != b[k]} - {"name"} <= {"constraint.mode", "constraint.kl_coef",
+                                                            "constraint.kl_bias_correction"}
+    assert grpo_args(kl, "/tmp/x", "cpu").use_bias_correction_kl is True
+    off = load_config("configs/mini/dapo_kl.yaml", ["constraint.kl_bias_correction=false"])
+    assert grpo_args(off, "/tmp/x", "cpu").use_bias_correction_kl is False
+    assert off.hash() != load_config("configs/mini/dapo_kl.yaml").hash()
+
+
+@pytest.mark.parametrize("correct", [True, False])
+def test_kl_bias_correction_picks_the_kl_direction_of_the_gradient(tok, tmp_path, correct):
+    """On-policy, with advantages 0 (only β·KL acts): with use_bias_correction_kl the gradient is that of
+    Σ (log π_θ - log π_ref) log π_θ (the score-function gradient of KL(π_θ‖π_ref)); without it that of
+    Σ (1 - π_ref/π_θ) log π_θ (in expectation, of KL(π_ref‖π_θ)). Our loss equals TRL's either way."""
+    from trl import GRPOTrainer
+
+    beta = 0.5
+    cfg, comp = make(tok, "static", constraint={"kl_coef": beta, "kl_bias_correction": correct})
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    assert tr.args.use_bias_correction_kl is correct
+    batch = first_batch(tr)
+    batch["advantages"] = torch.zeros_like(batch["advantages"])
+    with torch.no_grad():
+        for p in tr.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    T, mask = batch["completion_ids"].shape[1], batch["completion_mask"]
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    attn = torch.cat([batch["prompt_mask"], mask], 1)
+
+    def grads(fn):
+        tr.model.zero_grad(set_to_none=True)
+        fn().backward()
+        return {n: p.grad.clone() for n, p in tr.model.named_parameters()}
+
+    def surrogate():
+        logp = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, T)[0]
+        ref = batch["ref_per_token_logps"]
+        w = (logp - ref) if correct else (1 - torch.exp(ref - logp))
+        return beta * (w.detach() * logp * mask).sum() / mask.sum()
+
+    ours = grads(lambda: tr._compute_loss(tr.model, batch))
+    want = grads(surrogate)
+    trl = grads(lambda: GRPOTrainer._compute_loss(tr, tr.model, batch))
+    for n in ours:
+        torch.testing.assert_close(ours[n], want[n], atol=1e-6, rtol=1e-4, msg=n)
+        torch.testing.assert_close(ours[n], trl[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_study_train_smoke_dapo_kl(smoke_model_dir, tmp_path, monkeypatch):
+    from study.cli import main
+
+    monkeypatch.setenv("STUDY_ARTIFACTS", str(smoke_model_dir.parent.parent))
+    assert main(["train", "configs/smoke/dapo_kl.yaml", "--runs-dir", str(tmp_path), "--set", "steps=2"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "smoke-dapo-kl" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[1]["kl"] > 0

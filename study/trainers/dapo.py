@@ -602,6 +602,7 @@ def grpo_args(cfg, output_dir: str | Path, device: str) -> GRPOConfig:
         epsilon=cfg.dapo.epsilon_low,
         epsilon_high=cfg.dapo.epsilon_high,
         beta=0.0,  # MODE static sets β on the trainer, anchored at components.reference (see DynamicDAPOTrainer)
+        use_bias_correction_kl=cfg.constraint.kl_bias_correction,  # explicit: TRL 1.16 changed its default
         num_generations=G,
         per_device_train_batch_size=mini // world,
         steps_per_generation=spg,
