@@ -3,6 +3,7 @@
     study bench refiner-overhead                       # DAPO vs DAPO+dynamic, A B A B, 3 repeats x 5 steps, mini:mini
     study bench refiner-overhead --repeats 5 --steps 10 --trl   # + plain TRL GRPOTrainer vs our trainer (mode none)
     study bench refiner-overhead --smoke --repeats 1 --steps 1  # seconds, the smoke model (CI / tests)
+    study bench refiner-overhead --smollm --model artifacts/models/smollm2 --steps 2 --repeats 1 --set ...  # real LM
     study bench sandbox --workers 2 --repeats 3        # benchmarks/sandbox_throughput.py
 
 Refiner overhead (issue 8; paper: DAPO 17.8 h vs DAPO+dynamic 26.3 h, +48%): the same seed and settings trained
@@ -43,16 +44,21 @@ CLOSE = ("loss", "policy_loss", "dynamic_ce", "kl", "grad_norm", "entropy")
 # refiner overhead: DAPO vs DAPO + dynamic
 
 
+PAIRS = {"mini": ("dapo", "dapo_dynamic"), "smoke": ("dapo", "dapo_dynamic"),
+         "smollm": ("mbpp_dapo", "mbpp_dapo_dynamic")}
+"""configs/<world>/: the DAPO and DAPO+dynamic configs the overhead benchmark compares."""
+
+
 def bench_configs(world: str, steps: int, model: str | None, seed: int, extra: list[str] | None = None):
-    """(dapo, dynamic) TrainConfigs of ``configs/<world>/``, with the benchmark's overrides applied."""
+    """(dapo, dynamic) TrainConfigs of ``configs/<world>/`` (``PAIRS``), with the benchmark's overrides applied."""
     from study.config import load_config
 
     root = Path(__file__).resolve().parent.parent / "configs" / world
     overrides = [f"steps={steps}", "eval_benchmarks=[]", "checkpoint_every=0", f"seed={seed}"] + list(extra or [])
     if model:
         overrides.append(f"model={model}")
-    a = load_config(root / "dapo.yaml", overrides)
-    b = load_config(root / "dapo_dynamic.yaml", overrides)
+    a = load_config(root / f"{PAIRS[world][0]}.yaml", overrides)
+    b = load_config(root / f"{PAIRS[world][1]}.yaml", overrides)
     da, db = a.model_dump(), b.model_dump()
     diff = sorted(k for k in da if da[k] != db[k] and k not in ("name", "constraint"))
     if diff:
@@ -310,7 +316,7 @@ def refiner_decoding(repeats: int = 3, world: str = "mini", model: str | None = 
                 t0 = time.perf_counter()
                 if "copy" in kw:
                     stats = DraftStats()
-                    gens = kw["copy"]._refine_with_drafts(msgs, ys, stats=stats)
+                    gens = kw["copy"]._refine_with_drafts(msgs, ys, [x for x, _ in pairs], stats=stats)
                     per_row[name] = stats.tokens_per_row_forward
                 else:
                     gens = generate(lm, tok, msgs, max_new_tokens=max_new_tokens, temperature=0.0, **kw)
@@ -348,6 +354,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--steps", type=int, default=5, help="RL steps per run (default 5)")
     r.add_argument("--model", default=None, help="model spec for both runs (default: the configs', mini:mini)")
     r.add_argument("--smoke", action="store_true", help="configs/smoke/ and the smoke model (seconds)")
+    r.add_argument("--smollm", action="store_true", help="configs/smollm/mbpp_dapo{,_dynamic}.yaml (give --model "
+                   "artifacts/models/smollm2 and shrink with --set; slow on a CPU)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for both runs (repeatable), e.g. refiner.max_new_tokens=64")
@@ -396,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    world = "smoke" if args.smoke else "mini"
+    world = "smoke" if args.smoke else "smollm" if args.smollm else "mini"
     model = args.model
     extra = list(args.overrides) + [f"torch_threads={args.threads}"]
     res = None

@@ -67,15 +67,18 @@ def constraint_normalizer(mask: torch.Tensor, keep: torch.Tensor, normalize: Nor
 
 
 def dynamic_constraint_loss(per_token_ce: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor,
-                            normalize: Normalize, normalizer: torch.Tensor | float) -> torch.Tensor:
+                            normalize: Normalize = "token", normalizer: torch.Tensor | float | None = None) -> torch.Tensor:
     """L_DC of Eq. 6 for these rows: Σ_i keep_i · c_i / Z (see the module docstring for c_i and Z).
 
     per_token_ce: (N, R) -log π_θ(y'_t | x, y'_<t), teacher forced on x ⊕ y'.
     mask:         (N, R) m, the y' tokens that carry loss (0 on padding; the prompt is not in these columns).
     keep:         (N,) bool, the filter's decision.
-    normalizer:   Z, given explicitly by the trainer (``constraint_normalizer`` over the rows it averages over);
-                  clamped at 1. Returns 0 (with grad) when nothing is kept.
+    normalizer:   Z, given explicitly by the trainers (``constraint_normalizer`` over the rows they average over:
+                  the PPO minibatch, DAPO's generation batch); None: Z over these rows. Clamped at 1. Returns 0
+                  (with grad) when nothing is kept.
     """
+    if normalizer is None:
+        normalizer = constraint_normalizer(mask, keep, normalize)
     m = mask.to(per_token_ce.dtype)
     c = (per_token_ce * m).sum(-1)  # (N,)
     if normalize in ("sequence", "rollout"):

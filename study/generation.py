@@ -162,9 +162,11 @@ def greedy_with_drafts(model, prompts: list[list[int]], drafts: list[list[int]],
     token (so it advances 1 to draft_len + 1 tokens; rows advance by different amounts), and the cache slots of its
     rejected tokens are masked out from then on. After a rejection the draft is re-anchored where the last
     ``ngram`` emitted tokens occur in it (prompt lookup), so copying resumes after an edit, an insertion or a
-    deletion; the row then proposes only ``retry_len`` tokens until a draft is accepted whole again. The prefill verifies the first draft tokens too. ``share_prefix``: the rows' common prompt prefix
-    (the refine instruction) is prefilled once, then each group's (``groups``: a label per row, e.g. the problem:
-    a group's refine prompts share instruction + problem), then each row's rest; the cache rows are copied.
+    deletion; the row then proposes only ``retry_len`` tokens until a draft is accepted whole again. The prefill
+    verifies the first draft tokens too. ``share_prefix``: the rows' common prompt prefix (the refine instruction)
+    is prefilled once, then each group's (``groups``: a label per row, e.g. the problem: a group's refine prompts
+    share instruction + problem), then each row's rest; the cache rows are copied. Finished rows leave the batch
+    once a quarter of it has finished (each removal copies the cache).
 
     prompts/drafts: token lists, one per row. Returns the emitted tokens per row, up to and including the first
     EOS, at most ``max_new_tokens``. ``stats`` (optional) accumulates forwards and tokens.
@@ -186,35 +188,38 @@ def greedy_with_drafts(model, prompts: list[list[int]], drafts: list[list[int]],
     cache = DynamicCache(config=model.config)
     valid = torch.zeros((1 if share_prefix and N > 1 else N, 0), dtype=torch.bool, device=dev)  # cache slots in use
 
-    def _select_rows(idx: list[int]) -> None:
+    def select_rows(idx: list[int]) -> None:
         """The cache (and slot mask) rows ``idx`` of the current ones, in that order (repeats allowed)."""
         nonlocal valid
         t = torch.tensor(idx, device=dev)
         cache.batch_select_indices(t)
         valid = valid[t]
 
-    def forward(blocks: list[list[int]], starts: list[int]):
-        """One forward over ``blocks`` (row r's new tokens, at positions starts[r]...) on top of the cache."""
+    def forward(blocks: list[list[int]], starts: list[int], keep_last: int | None = None):
+        """One forward over ``blocks`` (row i's new tokens at positions starts[i]..., right-aligned: row i starts
+        at column W - len(blocks[i])) on top of the cache. Returns the greedy token after every column of the last
+        ``keep_last`` columns (all by default) and W."""
         nonlocal valid
-        W = max(len(b) for b in blocks)
+        W = max(max(len(b) for b in blocks), 1)
         ids = torch.full((len(blocks), W), pad, dtype=torch.long)
         pos = torch.zeros((len(blocks), W), dtype=torch.long)
         real = torch.zeros((len(blocks), W), dtype=torch.bool)
         for i, (b, s) in enumerate(zip(blocks, starts)):
-            ids[i, : len(b)] = torch.tensor(b)
-            pos[i, : len(b)] = torch.arange(s, s + len(b))
-            real[i, : len(b)] = True
+            if b:
+                ids[i, W - len(b):] = torch.tensor(b)
+                pos[i, W - len(b):] = torch.arange(s, s + len(b))
+                real[i, W - len(b):] = True
         ids, pos, real = ids.to(dev), pos.to(dev), real.to(dev)
         causal = torch.tril(torch.ones(W, W, dtype=torch.bool, device=dev))
         allowed = torch.cat([valid.unsqueeze(1).expand(-1, W, -1), causal & real.unsqueeze(1)], dim=2)
         S = valid.shape[1]
         allowed[:, torch.arange(W), S + torch.arange(W)] = True  # every query sees itself
         logits = model(input_ids=ids, attention_mask=attention_mask_4d(allowed, impl, dtype), position_ids=pos,
-                       cache=cache, use_cache=True).logits
+                       cache=cache, use_cache=True, logits_to_keep=keep_last or 0).logits
         stats.forwards += 1
-        stats.row_forwards += len(blocks)
+        stats.row_forwards += sum(1 for b in blocks if b)
         valid = torch.cat([valid, real], dim=1)
-        return logits.argmax(-1).tolist()
+        return logits.argmax(-1).tolist(), W
 
     # ---- prefill: shared prefixes once (all rows', then each group's), then each row's rest + its first draft
     base = [0] * N  # tokens of row r already in the cache
@@ -226,85 +231,79 @@ def greedy_with_drafts(model, prompts: list[list[int]], drafts: list[list[int]],
         cap = min(len(p) for p in prompts) - 1  # every row keeps >= 1 token for its own block
         head = _common_prefix([prompts[r] for r in range(N)], cap)
         if head:  # stage 1: one row
-            forward([head], [0])
+            forward([head], [0], keep_last=1)
             base = [len(head)] * N
         owners = list(members.values())
         ext = [_common_prefix([prompts[r] for r in rows], min(len(prompts[r]) for r in rows) - 1)[len(head):]
                for rows in owners]
         if any(len(rows) > 1 and e for rows, e in zip(owners, ext)):  # stage 2: one row per group
             if head:
-                _select_rows([0] * len(owners))
+                select_rows([0] * len(owners))
             else:
                 valid = torch.zeros((len(owners), 0), dtype=torch.bool, device=dev)
-            S = valid.shape[1]
-            forward([e or [pad] for e in ext], [len(head)] * len(owners))
-            valid[:, S] &= torch.tensor([len(e) > 0 for e in ext], device=dev)  # the stand-in for an empty one
+            forward(ext, [len(head)] * len(owners), keep_last=1)
             for rows, e in zip(owners, ext):
                 for r in rows:
                     base[r] = len(head) + len(e)
             row_of = {r: g for g, rows in enumerate(owners) for r in rows}
-            _select_rows([row_of[r] for r in range(N)])
+            select_rows([row_of[r] for r in range(N)])
         elif head:
-            _select_rows([0] * N)
+            select_rows([0] * N)
     if valid.shape[0] != N:  # nothing was shared
         valid = torch.zeros((N, 0), dtype=torch.bool, device=dev)
+
+    # ---- decode: verify each row's draft, keep what greedy decoding agrees with, re-anchor, repeat
     ptr = [0] * N  # where each row's draft continues
     span = [draft_len] * N  # how many draft tokens a row proposes next
-    first_draft = [drafts[r][:draft_len] for r in range(N)]
-    blocks = [prompts[r][base[r]:] + first_draft[r] for r in range(N)]
-    g = forward(blocks, base)
-    active = list(range(N))  # rows still decoding, in cache order
-    last_tok: dict[int, int] = {}
-    pos_next: dict[int, int] = {}
-    proposed = {r: first_draft[r] for r in range(N)}
-    offsets = {r: len(prompts[r]) - base[r] - 1 for r in range(N)}  # block column predicting the first new token
+    active = list(range(N))  # the cache's rows, in order; None once finished and not yet removed
+    D = [drafts[r][:draft_len] for r in range(N)]  # what each row proposes now
+    blocks = [prompts[r][base[r]:] + D[r] for r in range(N)]
+    starts = list(base)
+    K = 1 + max(len(d) for d in D)  # columns whose greedy tokens matter: the last prompt token and the drafts
     while True:
-        done, keep_slots = [], []
+        g, _ = forward(blocks, starts, keep_last=K)
         for i, r in enumerate(active):
-            D, o = proposed[r], offsets[r]
+            if r is None:
+                continue
+            o = K - len(D[r]) - 1  # kept column predicting the first new token
             a = 0
-            while a < len(D) and g[i][o + a] == D[a]:
+            while a < len(D[r]) and g[i][o + a] == D[r][a]:
                 a += 1
-            new = g[i][o : o + a + 1]
-            stats.drafted += len(D)
+            stats.drafted += len(D[r])
             stats.accepted += a
-            # cache slots of this block that stay: the context columns and the accepted draft tokens
-            keep_slots.append([j <= o + a for j in range(len(blocks[i]))])
-            for t in new:
+            valid[i, valid.shape[1] - len(D[r]) + a :] = False  # the rejected draft tokens' cache slots
+            for t in g[i][o : o + a + 1]:
                 if len(out[r]) >= max_new_tokens:
                     break
                 out[r].append(t)
                 if t in eos:
                     break
             if out[r][-1] in eos or len(out[r]) >= max_new_tokens:
-                done.append(i)
+                active[i] = None
                 continue
-            pos_next[r] = (len(prompts[r]) + len(out[r]) - 1)  # position of the last emitted token
-            last_tok[r] = out[r][-1]
-            expected = ptr[r] + len(new)
-            if a == len(D) and ptr[r] + a < len(drafts[r]) and drafts[r][ptr[r] + a] == new[-1]:
+            expected = ptr[r] + a + 1
+            if a == len(D[r]) and ptr[r] + a < len(drafts[r]) and drafts[r][ptr[r] + a] == out[r][-1]:
                 ptr[r] = ptr[r] + a + 1  # still copying
                 span[r] = draft_len
             else:  # off the draft: re-anchor, and draft little until a draft is accepted whole again
                 j = _anchor(drafts[r], out[r], expected, ngram)
                 ptr[r] = j if j is not None else len(drafts[r])
-                span[r] = draft_len if a == len(D) else retry_len
-        # mask the rejected slots of the last block, drop finished rows
-        W = valid.shape[1] - max(len(b) for b in blocks)
-        for i, ks in enumerate(keep_slots):
-            valid[i, W : W + len(ks)] &= torch.tensor(ks, device=dev)
-        if done:
-            stay = [i for i in range(len(active)) if i not in set(done)]
-            if not stay:
-                break
-            _select_rows(stay)
-            active = [active[i] for i in stay]
+                span[r] = draft_len if a == len(D[r]) else retry_len
+        alive = [i for i, r in enumerate(active) if r is not None]
+        if not alive:
+            break
+        if len(alive) < len(active) and 4 * (len(active) - len(alive)) >= len(active):
+            select_rows(alive)  # drop finished rows (a copy of the cache: not after every row)
+            active = [active[i] for i in alive]
         blocks, starts = [], []
         for r in active:
-            D = drafts[r][ptr[r] : ptr[r] + min(span[r], max_new_tokens - len(out[r]) - 1)]
-            proposed[r], offsets[r] = D, 0
-            blocks.append([last_tok[r]] + D)
-            starts.append(pos_next[r])
-        g = forward(blocks, starts)
+            if r is None:  # finished, still in the cache: an empty block
+                blocks.append([])
+                starts.append(0)
+                continue
+            D[r] = drafts[r][ptr[r] : ptr[r] + min(span[r], max_new_tokens - len(out[r]) - 1)]
+            blocks.append([out[r][-1]] + D[r])
+            starts.append(len(prompts[r]) + len(out[r]) - 1)  # the position of the last emitted token
+        K = max(len(b) for b in blocks)
     stats.tokens += sum(len(o) for o in out)
     return out
