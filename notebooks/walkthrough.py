@@ -37,7 +37,8 @@ import torch
 from study import experiments as ex, explore, outputs, stats, walkthrough
 from study.constraint import dynamic_constraint_loss
 from study.train import build_components, seed_everything
-from study.trainers.common import as_row, policy_ce_on_refined, refine_and_filter, refiner_fn, sample_rows, score
+from study.tokens import token_logps
+from study.trainers.common import as_row, refine_and_filter, refiner_fn, sample_rows, score
 ex.use_repo_root()
 torch.set_num_threads(1)
 cfg = walkthrough.config(group, profile, label)   # the arm's config, on the CPU
@@ -78,12 +79,12 @@ print(f"improvement ratio {res.improvement_ratio:.3f}; following rollout {i} (ke
 pd.DataFrame({"r(x, y)": r_y, "refined": res.refined, "r(x, y')": res.rewards, "kept": res.keep.tolist()})
 
 # %% [markdown]
-# **5. Per-token CE** of the policy on y' given x (teacher forcing, the trainer's `policy_ce_on_refined`), the
+# **5. Per-token CE** of the policy on y' given x (teacher forcing, the trainers' `study.tokens.token_logps`), the
 # quantity of Fig. 6, and L_DC of Eq. 6 on the followed refinement. The explorer shows the whole group: y and y'
 # with the diff marked, each token of y' coloured by its CE (hover for the value).
 
 # %%
-ce = policy_ce_on_refined(c.policy, roll.prompt_ids, roll.prompt_mask, res.refined_ids, res.refined_mask)
+ce = -token_logps(c.policy, roll.prompt_ids, roll.prompt_mask, res.refined_ids, res.refined_mask)[0]
 l_dc = dynamic_constraint_loss(ce[i : i + 1], res.refined_mask[i : i + 1], torch.tensor([True]))
 print(f"L_DC on the followed refinement = {l_dc.item():.4f} nats/token over {len(res.token_ids[i])} tokens")
 group_samples = pd.DataFrame(sample_rows(0, rows, roll.texts, roll.token_ids, r_y, res, ce.detach(), c.tokenizer,
@@ -99,8 +100,8 @@ opt.zero_grad()
 (lam * l_dc).backward()
 opt.step()
 with torch.no_grad():
-    ce_after = policy_ce_on_refined(c.policy, roll.prompt_ids[i : i + 1], roll.prompt_mask[i : i + 1],
-                                    res.refined_ids[i : i + 1], res.refined_mask[i : i + 1])
+    ce_after = -token_logps(c.policy, roll.prompt_ids[i : i + 1], roll.prompt_mask[i : i + 1],
+                            res.refined_ids[i : i + 1], res.refined_mask[i : i + 1])[0]
 n = len(res.token_ids[i])
 k = stats.first_divergence(list(roll.token_ids[i]), list(res.token_ids[i]))
 tab = walkthrough.token_table(c.tokenizer, res.token_ids[i], ce[i, :n].tolist(), ce_after[0, :n].tolist(), k)

@@ -46,15 +46,33 @@ class ConstraintConfig(_Strict):
     """β, weight of the static KL constraint (Table 2: 1e-4 on APPS, 1e-2 on Prompt-Collection)."""
     kl_estimator: Literal["k1", "k3"] = "k3"
     """Per-token KL estimator (also used for the logged KL in every mode)."""
+    kl_bias_correction: bool = True
+    """DAPO, static mode: TRL's ``use_bias_correction_kl`` (default True since TRL 1.16, so set here explicitly).
+    True multiplies the per-token k3 term by the importance ratio ρ_t = π_θ/π_old (= 1 in value on-policy, but
+    differentiable): on-policy its gradient is β·(log π_θ - log π_ref)·∇log π_θ, the unbiased gradient of
+    KL(π_θ‖π_ref), the constraint of Eq. 2-3 and the KL we log. False is the classic GRPO k3 loss, whose gradient
+    β·(1 - π_ref/π_θ)·∇log π_θ is in expectation that of KL(π_ref‖π_θ). The PPO trainer puts the KL in the reward."""
     filter: bool = True
     """Keep only refinements with r(y') > r(y) (Eq. 6's filter); ``False`` is the App. B ablation."""
     ce_scope: Literal["full", "from_first_diff"] = "full"
     """CE over the whole refined response (paper) or from the first token where y' departs from y (issue 9)."""
-    normalize: Literal["token", "sequence"] = "token"
-    """Average the CE over all kept tokens (token) or over kept sequences (sequence)."""
-    target: Literal["refiner", "self", "dataset"] = "refiner"
-    """Who supplies y': the frozen reference model (paper), the current policy (self-refinement), or the
-    dataset's fixed reference solution (static SFT, UFT/LUFFY-style)."""
+    normalize: Literal["token", "sequence", "rollout"] = "token"
+    """L_DC's normaliser (``study.constraint``): the mean CE over all kept tokens (``token``), the mean of the kept
+    sequences' mean CE (``sequence``), or Eq. 6 as the paper writes it, an expectation over ALL rollouts
+    (``rollout``: the kept sequences' mean CE summed, divided by the number of rollouts N, so the constraint weakens
+    as fewer refinements are kept: Fig. 5b's self-annealing). ``token``/``sequence`` scale λ by N/K for K kept."""
+    refine_scope: Literal["sampled", "selected"] = "sampled"
+    """DAPO: which rollouts go to the refiner. ``sampled``: every sampling round's, right after scoring, before
+    dynamic sampling selects; a group counts as selectable when its rewards differ OR it has a kept refinement, so
+    an all-fail group with a kept y' enters the batch (zero advantage) and acts through L_DC. ``selected``: only the
+    batch dynamic sampling kept (groups whose rewards are all equal never meet the refiner). Default ``sampled``,
+    from the paper: Eq. 6's expectation runs over y ~ π_θ(·|x) for every sampled response, and the refiner helps
+    most where no sample passes; DAPO's dynamic sampling is a device of the policy-gradient term (a group with equal
+    rewards has no advantage), not of the constraint. PPO refines every rollout either way."""
+    target: Literal["refiner", "self", "dataset", "oracle"] = "refiner"
+    """Who supplies y': the frozen reference model (paper), the current policy (self-refinement), the
+    dataset's fixed reference solution (static SFT, UFT/LUFFY-style), or ``oracle``: y with its first edit toward
+    that solution applied, a deterministic refiner that can fix (tests and smoke runs only; not a method)."""
 
 
 class RefinerConfig(_Strict):
@@ -67,7 +85,9 @@ class RefinerConfig(_Strict):
     temperature: float = Field(default=0.0, ge=0)
     """0 = greedy (default), as the refiner should copy what is right."""
     skip_max_reward: bool = True
-    """Do not refine responses already at the maximum reward (they cannot improve)."""
+    """Do not refine responses already at the maximum reward (they cannot improve, so the filter would drop their
+    y'). Applies only with ``constraint.filter: true``: without the filter every y' is kept, so every response is
+    refined (App. B's ablation, where the refiner can make a correct answer worse)."""
     batch_size: int = Field(default=32, gt=0)
     """Refinements generated per batch."""
 
@@ -143,9 +163,18 @@ class SpeedConfig(_Strict):
     Used only where TRL itself skips ``old_per_token_logps`` (steps_per_generation · num_iterations = 1), i.e.
     where the loss forward sees exactly the sampling policy."""
     fuse_dc_forward: bool = True
-    """DAPO: compute L_DC's CE on the kept (x, y') rows in the same policy forward as L_DAPO (one forward and
-    backward over B + K rows instead of two). Applies when the rollout temperature is 1 (TRL's log-probs are
-    temperature-scaled; L_DC is the CE at temperature 1)."""
+    """DAPO: compute L_DC's CE in the policy forward of L_DAPO, sharing the prefix: y'_<k = y_<k (k = the first
+    change), so -log π(y'_t | x, y'_<t) for t < k is read off x ⊕ y and only y'_≥k is appended to the same row,
+    behind a block attention mask (``study.tokens.prefix_shared_inputs``). Applies when the rollout temperature
+    is 1 (TRL's log-probs are temperature-scaled; L_DC is the CE at temperature 1) and the attention backend takes
+    a custom 4-D mask (eager, sdpa); otherwise L_DC gets a separate forward over the kept x ⊕ y' (said once in the
+    log)."""
+    refiner_copy_decoding: bool = True
+    """Greedy refiner (transformers backend): verify drafts taken from each row's own candidate y, re-anchored by
+    prompt lookup after an edit, one batched forward per step with a KV cache, the refine prompts' common prefix
+    prefilled once per group (``study.generation.greedy_with_drafts``). Token-identical to plain greedy decoding."""
+    refiner_draft_len: int = Field(default=16, gt=0)
+    """Draft tokens verified per row and forward (``refiner_copy_decoding``)."""
     gradient_checkpointing: bool = True
     """DAPO: recompute activations in the backward pass instead of storing them (TRL's default: memory for
     compute). Worth it on a GPU with a real model; on a CPU with the mini model it only costs time."""
@@ -189,6 +218,17 @@ class PPOConfig(_Strict):
     """Weight of the value loss when critic and actor share an optimiser step."""
     whiten_advantages: bool = True
     """Normalise advantages over the batch."""
+
+
+LATE_FIELDS = [
+    ("constraint", "refine_scope", "selected", lambda c: c.trainer != "dapo" or c.constraint.mode != "dynamic"),
+    ("constraint", "kl_bias_correction", True, lambda c: c.trainer != "dapo" or c.constraint.mode != "static"),
+    ("speed", "refiner_copy_decoding", True, lambda c: True),  # same tokens as plain greedy decoding
+    ("speed", "refiner_draft_len", 16, lambda c: True),
+]
+"""(section, field, old, moot): fields added after runs were cached. A config hashes as it did before the field
+existed when the field holds ``old`` (the behaviour those runs had) or when ``moot(config)`` says it changes nothing
+for this config (e.g. refine_scope outside DAPO's dynamic mode)."""
 
 
 class TrainConfig(_Strict):
@@ -263,6 +303,9 @@ class TrainConfig(_Strict):
         if self.vllm == VLLMConfig():  # added later (issue 6): the same
             d.pop("vllm")
         d.pop("report_to")  # where metrics are also sent changes nothing that is learned
+        for section, key, old, moot in LATE_FIELDS:  # as before the field existed, where it changes nothing
+            if section in d and (d[section].get(key) == old or moot(self)):
+                d[section].pop(key, None)
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -1,20 +1,33 @@
 """Constraints on the policy: the paper's dynamic constraint (Eq. 4-6) and the static KL it replaces (Eq. 2-3).
 
-Dynamic constraint (Eq. 6), the reading we implement (a loss term, as the prose says: "this effectively
-integrates an SFT-style loss into the RL objective")::
+Both trainers call these functions; only the normaliser they pass differs (see ``dynamic_constraint_loss``).
 
-    L(θ) = L_RL(θ) + λ · L_DC(θ)
-    L_DC(θ) = Σ_i keep_i Σ_t m_it · (-log π_θ(y'_it | x_i, y'_i,<t))  /  Σ_i keep_i Σ_t m_it
+Dynamic constraint, the reading we implement (a loss term, as the prose says: "this effectively integrates an
+SFT-style loss into the RL objective")::
 
-where y'_i is the refiner's output for rollout y_i, keep_i = 1[r(y'_i) > r(y_i)] (the filter, ``filter.py``),
-and m_it masks prompt and padding. The mean is over all kept refined tokens (token level, like DAPO's policy
-loss), so λ does not drift with response length; ``normalize="sequence"`` averages per-sequence means instead.
+    y   ~ π_θ(· | x)                                  (Eq. 4: the rollout; the trainers)
+    y'  = refine(x, y),  refine = greedy π_ref(· | refine_prompt(x, y))     (Eq. 5: ``study.refiner``)
+    keep = 1[ r(x, y') > r(x, y) ]                     (the filter of Eq. 6: ``study.filter.keep_improved``)
+    L_DC(θ) = Σ_i keep_i · c_i / Z,   c_i from the per-token CE_it = -log π_θ(y'_it | x_i, y'_i,<t)   (Eq. 6)
+    L(θ)   = L_RL(θ) + λ · L_DC(θ)
+
+``normalize`` picks c_i and Z (``constraint.normalize``):
+
+    token     c_i = Σ_t m_it CE_it            Z = Σ_i keep_i Σ_t m_it      mean over kept tokens (default)
+    sequence  c_i = Σ_t m_it CE_it / Σ_t m_it  Z = Σ_i keep_i               mean over kept sequences
+    rollout   c_i = Σ_t m_it CE_it / Σ_t m_it  Z = N (all rollouts)         Eq. 6's expectation over every y
+
+``rollout`` is the paper's normaliser: Eq. 6 is an expectation over y ~ π_θ(·|x) (and y'), with the filter's
+indicator inside, so a rollout without a kept y' contributes 0 and the constraint weakens as fewer refinements are
+kept, the self-annealing of Fig. 5(b): L_DC = (1/N) Σ_i keep_i · mean_t CE_it = kept_frac × (the ``sequence``
+value). ``token`` and ``sequence`` average over the kept pairs only, which multiplies λ by N/K.
+
+where m_it masks y' (and, with ``ce_scope="from_first_diff"``, its tokens before the first change k_i). Z is the
+count over the batch the trainer normalises by (``constraint_normalizer``): the PPO minibatch, or DAPO's whole
+generation batch across processes and accumulation steps (rescaled per micro-batch like DAPO's token normaliser).
 
 Static constraint (Eq. 2-3): KL(π_θ || π_ref) with coefficient β, estimated per token from log-probabilities
 (``k1`` = log ratio, ``k3`` = Schulman's unbiased non-negative estimator, as TRL uses for GRPO/DAPO).
-
-``ce_scope="from_first_diff"`` (issue 9's ablation) restricts L_DC to the tokens from the first position where
-y' differs from y: the shared prefix is where the paper's Fig. 6 shows near-zero CE.
 """
 
 from __future__ import annotations
@@ -22,52 +35,56 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+
+from study.tokens import first_change, token_cross_entropy  # noqa: F401  (token_cross_entropy: the walkthrough)
+
+Normalize = Literal["token", "sequence", "rollout"]
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token CE, ``-log softmax(logits)[label]``. ``logits`` (B, T, V) already aligned with ``labels`` (B, T)."""
-    return F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
+def dc_loss_mask(y_ids: torch.Tensor, y_mask: torch.Tensor, refined_ids: torch.Tensor, refined_mask: torch.Tensor,
+                 ce_scope: Literal["full", "from_first_diff"]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, k): the tokens of y' that carry L_DC (N, R) and the first-change index k (N,) (``tokens.first_change``).
+
+    ``full`` (the paper): every token of y'. ``from_first_diff`` (issue 9's ablation): only y'_≥k, the tokens from
+    the first position where y' departs from y (Fig. 6 shows near-zero CE on the copied prefix); a y' equal to y
+    gets an all-zero row."""
+    k = first_change(y_ids, y_mask, refined_ids, refined_mask)
+    if ce_scope == "full":
+        return refined_mask, k
+    cols = torch.arange(refined_ids.shape[1], device=refined_ids.device).unsqueeze(0)
+    return (cols >= k.unsqueeze(1)).to(refined_mask.dtype) * refined_mask, k
 
 
-def dynamic_constraint_loss(
-    per_token_ce: torch.Tensor,
-    mask: torch.Tensor,
-    keep: torch.Tensor,
-    normalize: Literal["token", "sequence"] = "token",
-    num_tokens: torch.Tensor | float | None = None,
-) -> torch.Tensor:
-    """L_DC of Eq. 6 over the kept refinements.
-
-    per_token_ce: (B, T) CE of the policy on the refined response tokens (teacher forced on x ⊕ y').
-    mask:         (B, T) 1 on refined-response tokens, 0 on padding (the prompt is not in these columns).
-    keep:         (B,) bool, the filter's decision.
-    num_tokens:   optional normaliser for ``token`` mode (e.g. the global count of kept tokens across processes
-                  and accumulation steps); defaults to this batch's count.
-    Returns 0 (with grad) when nothing is kept.
-    """
-    m = mask.to(per_token_ce.dtype) * keep.to(per_token_ce.dtype).unsqueeze(-1)
+def constraint_normalizer(mask: torch.Tensor, keep: torch.Tensor, normalize: Normalize) -> torch.Tensor:
+    """Z's contribution of these rows (0-dim): kept tokens (``token``), kept sequences (``sequence``) or all rows,
+    kept or not (``rollout``)."""
+    keep = keep.to(mask.dtype)
     if normalize == "token":
-        denom = m.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=m.dtype, device=m.device)
-        return (per_token_ce * m).sum() / denom.clamp(min=1.0)
-    per_seq = (per_token_ce * m).sum(-1) / m.sum(-1).clamp(min=1.0)
-    n_kept = keep.to(per_token_ce.dtype).sum()
-    return (per_seq * keep.to(per_seq.dtype)).sum() / n_kept.clamp(min=1.0)
+        return (mask * keep.unsqueeze(-1)).sum()
+    if normalize == "rollout":
+        return torch.tensor(float(keep.numel()), device=keep.device)
+    return keep.sum()
 
 
-def first_difference_mask(original_ids: torch.Tensor, refined_ids: torch.Tensor, refined_mask: torch.Tensor) -> torch.Tensor:
-    """(B, R) mask that is 1 on refined tokens from the first position where y' departs from y (right-padded ids).
+def dynamic_constraint_loss(per_token_ce: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor,
+                            normalize: Normalize = "token", normalizer: torch.Tensor | float | None = None) -> torch.Tensor:
+    """L_DC of Eq. 6 for these rows: Σ_i keep_i · c_i / Z (see the module docstring for c_i and Z).
 
-    A refinement identical to its original gets an all-zero row."""
-    B, R = refined_ids.shape
-    T = original_ids.shape[1]
-    L = min(R, T)
-    same = torch.zeros_like(refined_ids, dtype=torch.bool)
-    same[:, :L] = refined_ids[:, :L] == original_ids[:, :L]
-    # position of the first mismatch = length of the all-equal prefix
-    prefix = torch.cumprod(same.long(), dim=1).sum(dim=1)
-    cols = torch.arange(R, device=refined_ids.device).unsqueeze(0)
-    return (cols >= prefix.unsqueeze(1)).to(refined_mask.dtype) * refined_mask
+    per_token_ce: (N, R) -log π_θ(y'_t | x, y'_<t), teacher forced on x ⊕ y'.
+    mask:         (N, R) m, the y' tokens that carry loss (0 on padding; the prompt is not in these columns).
+    keep:         (N,) bool, the filter's decision.
+    normalizer:   Z, given explicitly by the trainers (``constraint_normalizer`` over the rows they average over:
+                  the PPO minibatch, DAPO's generation batch); None: Z over these rows. Clamped at 1. Returns 0
+                  (with grad) when nothing is kept.
+    """
+    if normalizer is None:
+        normalizer = constraint_normalizer(mask, keep, normalize)
+    m = mask.to(per_token_ce.dtype)
+    c = (per_token_ce * m).sum(-1)  # (N,)
+    if normalize in ("sequence", "rollout"):
+        c = c / m.sum(-1).clamp(min=1.0)
+    z = torch.as_tensor(normalizer, dtype=c.dtype, device=c.device).clamp(min=1.0)
+    return (c * keep.to(c.dtype)).sum() / z
 
 
 def static_kl(

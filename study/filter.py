@@ -6,6 +6,7 @@
 
 ``improvement_ratio`` is the paper's Fig. 5(b) quantity: the share of *all* rollouts whose refinement beats
 them (rollouts that were never refined, e.g. because they already had the maximum reward, count as not improved).
+``worse_ratio`` is App. B's: the share of all rollouts whose refinement scores *lower* than them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def improvement_ratio(original_rewards: Sequence[float], refined_rewards: Sequen
         return 0.0
     improved = keep_improved(original_rewards, refined_rewards, enabled=True)
     return sum(improved) / len(original_rewards)
+
+
+def made_worse(original_rewards: Sequence[float], refined_rewards: Sequence[float | None]) -> list[bool]:
+    """Which refinements score lower than their rollout, r(x, y') < r(x, y) - tol (None: not refined)."""
+    return [r_ref is not None and float(r_ref) < float(r) - TOL for r, r_ref in zip(original_rewards, refined_rewards)]
+
+
+def worse_ratio(original_rewards: Sequence[float], refined_rewards: Sequence[float | None]) -> float:
+    """Share of rollouts whose refinement earns a strictly lower reward (App. B)."""
+    if not original_rewards:
+        return 0.0
+    return sum(made_worse(original_rewards, refined_rewards)) / len(original_rewards)
 
 
 def needs_refinement(rewards: Sequence[float], max_reward: float | None) -> list[bool]:

@@ -28,9 +28,9 @@ TRAINERS = {
     "ppo": "study.trainers.ppo:train_ppo",
 }
 
-KEY_EXCLUDED = ("name", "checkpoint_every", "model", "reward_model", "refiner.model")
-"""Config fields that are not part of a run key: the run's name and checkpoint interval change no number, and the
-model paths are replaced by the identity of the weights they point to (``run_identity``)."""
+KEY_EXCLUDED = ("name", "checkpoint_every", "report_to", "model", "reward_model", "refiner.model")
+"""Config fields that are not part of a run key: the run's name, checkpoint interval and trackers change no number,
+and the model paths are replaced by the identity of the weights they point to (``run_identity``)."""
 
 
 @dataclass
@@ -220,7 +220,8 @@ def build_components(cfg: TrainConfig) -> Components:
         if cfg.vllm.refiner:  # the frozen reference in its own vLLM engine (issue 6)
             ref_model, backend = vllm_engine(cfg, resolve_model_path(cfg.refiner.model or cfg.model)), "vllm"
         refiner = Refiner(ref_model, ref_tok, task=cfg.refiner.task, max_new_tokens=cfg.refiner.max_new_tokens,
-                          temperature=cfg.refiner.temperature, batch_size=cfg.refiner.batch_size, backend=backend)
+                          temperature=cfg.refiner.temperature, batch_size=cfg.refiner.batch_size, backend=backend,
+                          copy_decoding=cfg.speed.refiner_copy_decoding, draft_len=cfg.speed.refiner_draft_len)
     return Components(policy, reference, tokenizer, problems, reward_fn, max_reward, refiner, device)
 
 

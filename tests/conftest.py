@@ -80,7 +80,7 @@ def smoke_study(tmp_path_factory, smoke_model_dir):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from tests_support import copy_repo
+    from helpers import copy_repo
 
     root = copy_repo(tmp_path_factory.mktemp("smoke-study") / "repo")
     env = {**os.environ, "PYTHONPATH": str(root), "STUDY_ARTIFACTS": str(Path(smoke_model_dir).parents[1])}
@@ -89,3 +89,23 @@ def smoke_study(tmp_path_factory, smoke_model_dir):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return SimpleNamespace(root=root, env=env, figures=root / "figures" / "smoke", runs=root / "runs", log=r.stdout)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The character-level chat tokenizer of ``tests/helpers.py`` (tiny models and the DAPO test world use it)."""
+    from helpers import char_tokenizer
+
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def mini_model_dir():
+    """The ``mini`` reference model: the committed weights (models/mini/mini), or a finished one under
+    ``$STUDY_ARTIFACTS`` (``study.mini.find_reference``). Never trained here (~9 min)."""
+    from study.mini import find_reference
+
+    path = find_reference("mini")
+    if path is None:
+        pytest.fail("no mini reference: models/mini/mini is committed with the repository")
+    return path

@@ -95,14 +95,14 @@ def test_filter_compares_float32_task_rewards_at_one_precision(smoke_model_dir):
     assert res.improvement_ratio == 1 / 3
 
 
-def test_refiner_decoding_smoke_compares_three_decoders(smoke_model_dir, capsys):
+def test_refiner_decoding_smoke_compares_five_decoders(smoke_model_dir, capsys):
     from study.cli import main
 
     rc = main(["bench", "refiner-decoding", "--smoke", "--repeats", "1", "--model", str(smoke_model_dir)])
     assert rc == 0
     out = capsys.readouterr().out.strip().splitlines()
     rows = [line for line in out if line.startswith(("batched", "one row"))]
-    assert len(rows) == 3
+    assert len(rows) == 5
     import re
 
     tokens = int(re.search(r"(\d+) refined tokens", out[0]).group(1))
@@ -113,3 +113,6 @@ def test_refiner_decoding_smoke_compares_three_decoders(smoke_model_dir, capsys)
     for r in rows:
         same, n = r.split()[-1].split("/")
         assert int(n) == int(out[0].split()[0]) and 0 <= int(same) <= int(n)
+    for r in rows[3:]:  # copy-aware: the same tokens as plain greedy, more than one token per forward
+        same, n = r.split()[-1].split("/")
+        assert same == n and float(r.split()[-2]) >= 1.0

@@ -14,8 +14,9 @@ from study.config import ReLIFTConfig, validate_config
 from study.errors import UserError
 from study.generation import Generation
 from study.runs import METRIC_COLUMNS
-from study.trainers.common import policy_ce_on_refined
-from test_dapo import PROBLEMS, FixedRefiner, _first_batch, _trainer, is_target, make, tok  # noqa: F401
+from helpers import PROBLEMS, FixedRefiner, dapo_trainer, first_batch, is_target, make
+
+from study.tokens import token_logps
 
 torch.set_num_threads(1)
 
@@ -43,6 +44,7 @@ def test_relift_config_defaults_validation_and_hash():
     d = cfg.model_dump(mode="json")
     for late in ("relift", "speed", "vllm", "report_to"):  # added after the first runs (issues 9, 8, 6, 20)
         d.pop(late)
+    d["constraint"].pop("kl_bias_correction")  # a late field that changes nothing outside DAPO's static mode
     assert cfg.hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     for bad, where in [({"relift": {"sft_every": 0}}, "relift.sft_every"),
                        ({"relift": {"sft_coef": -1}}, "relift.sft_coef"),
@@ -89,42 +91,53 @@ def _by_task(prompts=None, completions=None, task_id=None, **kw):
 def test_relift_buffer_collects_exactly_the_all_fail_groups(tok, tmp_path):
     cfg, comp = make(tok, "none", reward=_by_task, rollout={"num_prompts": 4},
                      dapo={"max_sampling_rounds": 3}, relift={"enabled": True, "sft_every": 100, "buffer_size": 64})
-    tr, _ = _trainer(tmp_path, cfg, comp)
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    seen = []  # every sampling round of every step, also the groups dynamic sampling dropped
+    sample_rounds = tr._sample_rounds
+
+    def spy(inputs):
+        rounds = sample_rounds(inputs)
+        seen.extend(rounds)
+        return rounds
+
+    tr._sample_rounds = spy
     expected: set[str] = set()
     for _ in range(3):
-        _first_batch(tr)
+        seen.clear()
+        batch = first_batch(tr)
         G = tr.G
-        for info in tr._rounds_info:  # every sampling round, also groups dynamic sampling dropped
-            for g in range(len(info["task_reward"]) // G):
-                if max(info["task_reward"][g * G : (g + 1) * G]) < 1.0:
-                    expected.add(info["rows"][g * G]["task_id"])
-        assert set(tr.relift_buffer) == expected
+        assert len(seen) >= 1
+        for rnd in seen:
+            for g in range(len(rnd.task_reward) // G):
+                if max(rnd.task_reward[g * G : (g + 1) * G]) < 1.0:
+                    expected.add(rnd.rows[g * G]["task_id"])
+        assert set(tr.buffer) == expected
     assert expected and not expected & {"t0", "t1"}
     assert {"t4", "t5", "t6", "t7"} & expected  # always-failing questions were sampled and buffered
-    row = tr.relift_buffer[next(iter(tr.relift_buffer))]
+    row = tr.buffer[next(iter(tr.buffer))]
     assert row["reference"] == next(p.reference for p in PROBLEMS if p.task_id == row["task_id"])
-    assert tr._relift_pending is None  # sft_every=100: never fired
+    assert "sft_ids" not in batch  # sft_every=100: never fired
 
     # the buffer is capped, oldest first out
     cfg2, comp2 = make(tok, "none", reward=_by_task, rollout={"num_prompts": 4},
                        relift={"enabled": True, "sft_every": 100, "buffer_size": 1})
-    tr2, _ = _trainer(tmp_path / "cap", cfg2, comp2)
+    tr2, _ = dapo_trainer(tmp_path / "cap", cfg2, comp2)
     for _ in range(2):
-        _first_batch(tr2)
-        assert len(tr2.relift_buffer) <= 1
+        first_batch(tr2)
+        assert len(tr2.buffer) <= 1
 
 
 def test_relift_sft_fires_every_k_steps_and_lowers_reference_ce(tok, tmp_path):
     # every reward is 0 (all groups fail, advantages 0): the SFT term is the only thing that moves θ
     cfg, comp = make(tok, "none", reward=is_target, steps=4, dapo={"dynamic_sampling": False},
                      optim={"learning_rate": 1e-2}, relift={"enabled": True, "sft_every": 2, "sft_coef": 1.0})
-    tr, run = _trainer(tmp_path, cfg, comp)
-    pairs = tr._relift_batch([p.to_row() | {"prompt": tr.train_dataset[0]["prompt"]} for p in PROBLEMS[:1]])
+    tr, run = dapo_trainer(tmp_path, cfg, comp)
+    pairs = tr.sft_batch([p.to_row() | {"prompt": tr.train_dataset[0]["prompt"]} for p in PROBLEMS[:1]])
 
     def ref_ce():
         with torch.no_grad():
             p_ids, p_mask, r_ids, r_mask = pairs
-            return (policy_ce_on_refined(comp.policy, p_ids, p_mask, r_ids, r_mask).sum() / r_mask.sum()).item()
+            return (-token_logps(comp.policy, p_ids, p_mask, r_ids, r_mask)[0].sum() / r_mask.sum()).item()
 
     # the SFT target is the reference in the answer format, plus EOS
     from study.prompts import code_block
@@ -169,9 +182,9 @@ def test_from_first_diff_scope_puts_no_loss_on_the_copied_prefix(tok, tmp_path):
         cfg, comp = make(tok, "dynamic", refiner=EchoRefiner(tok), dapo={"dynamic_sampling": False},
                          constraint={"filter": False, "ce_scope": scope})
         torch.manual_seed(0)
-        tr, _ = _trainer(tmp_path / scope, cfg, comp)
-        batch = _first_batch(tr)
-        masks[scope] = (batch["refined_mask"], batch["completion_ids"], batch["completion_mask"], batch["refine_keep"])
+        tr, _ = dapo_trainer(tmp_path / scope, cfg, comp)
+        batch = first_batch(tr)
+        masks[scope] = (batch["dc_mask"], batch["completion_ids"], batch["completion_mask"], batch["refine_keep"])
     full, comp_ids, comp_mask, keep = masks["full"]
     ffd = masks["from_first_diff"][0]
     assert torch.equal(masks["from_first_diff"][1], comp_ids)  # same seed, same rollouts
@@ -199,11 +212,12 @@ def test_static_sft_target_is_the_reference_and_always_kept_below_the_ceiling(to
 
     cfg, comp = make(tok, "dynamic", reward=passes_reference, refiner=FixedRefiner(tok),
                      dapo={"dynamic_sampling": False}, constraint={"target": "dataset"})
-    tr, _ = _trainer(tmp_path, cfg, comp)
-    batch = _first_batch(tr)
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    batch = first_batch(tr)
     assert comp.refiner.calls == 0  # y' came from the dataset, not the refiner
     assert batch["refine_keep"].all()  # every rollout fails, every reference passes: the filter keeps all
-    row0 = tr.last_rollout["rows"][0]
+    prompt0 = tok.decode(batch["prompt_ids"][0], skip_special_tokens=True)
+    row0 = next(p.to_row() for p in PROBLEMS if p.prompt in prompt0)
     from study.prompts import code_block
 
     want = tok(code_block(row0["reference"]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

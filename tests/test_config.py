@@ -60,3 +60,27 @@ def test_cli_missing_model_path(tmp_path, capsys):
     p.write_text(yaml.safe_dump({"name": "t", "model": "./no/such/model"}))
     assert main(["train", str(p), "--dry-run"]) == 2
     assert "model: path not found" in capsys.readouterr().err
+
+
+def test_a_late_field_at_its_old_behaviour_keeps_the_old_hash():
+    """constraint.refine_scope came after runs were cached: ``selected`` (what those runs did) hashes as the config
+    did without the field; the new default ``sampled`` is a different run."""
+    import hashlib
+    import json
+
+    from study.config import load_config
+
+    old = load_config("configs/mini/dapo_dynamic.yaml", ["constraint.refine_scope=selected"])
+    d = old.model_dump(mode="json")
+    for late in ("relift", "vllm", "report_to"):
+        d.pop(late)
+    d["constraint"].pop("refine_scope")
+    d["constraint"].pop("kl_bias_correction")  # moot outside DAPO's static mode
+    for late in ("refiner_copy_decoding", "refiner_draft_len"):  # mini configs set speed.gradient_checkpointing
+        d["speed"].pop(late)
+    assert old.hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    assert load_config("configs/mini/dapo_dynamic.yaml").hash() != old.hash()
+    # where the field changes nothing (PPO, DAPO without the refiner) it is not in the hash whatever its value
+    for name in ("ppo_dynamic", "dapo"):
+        assert (load_config(f"configs/mini/{name}.yaml").hash()
+                == load_config(f"configs/mini/{name}.yaml", ["constraint.refine_scope=selected"]).hash())

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests_support import ROOT, copy_repo
+from helpers import ROOT, copy_repo
 
 from study import paths
 

@@ -308,3 +308,18 @@ def test_checkpoint_round_trip(tiny, tmp_path):
     assert torch.equal(_params(fresh), _params(policy))
     assert len(oa.state) > 0 and len(oc.state) > 0
     assert not list(ck.parent.glob(".step-*"))  # no temp folder left behind
+
+
+def test_ppo_logs_refinement_counts_and_worse_ratio(tiny, tmp_path):
+    """Both trainers log App. B's quantities per step: the counts of rollouts, refined, improved, worse and kept
+    pairs, and worse_ratio = n_worse / n_rollouts."""
+    torch.set_num_threads(1)
+    _, run, _, _ = run_once(tiny, tmp_path, "dynamic", steps=3, **{"rollout.num_generations": 4})
+    rows = read_jsonl(run.metrics_path)
+    assert sum(r["n_worse"] for r in rows) > 0 and sum(r["n_kept"] for r in rows) > 0
+    for r in rows:
+        assert r["n_rollouts"] == 2 * 4  # num_prompts x num_generations
+        assert r["n_kept"] <= r["n_refined"] <= r["n_rollouts"] and r["n_improved"] + r["n_worse"] <= r["n_refined"]
+        assert r["worse_ratio"] == pytest.approx(r["n_worse"] / r["n_rollouts"])
+        assert r["improvement_ratio"] == pytest.approx(r["n_improved"] / r["n_rollouts"])
+        assert r["kept_frac"] == pytest.approx(r["n_kept"] / r["n_rollouts"])

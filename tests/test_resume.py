@@ -119,6 +119,7 @@ def test_kill9_then_resume_gives_the_uninterrupted_logs(tmp_path, smoke_model_di
         assert len(prov.get("resumed", [])) == 1
     assert (run_dir / "DONE").exists()
     want = uninterrupted[config]
+    assert all(r["kept_frac"] > 0 and r["dynamic_ce"] > 0 for r in _rows(want / "metrics.jsonl"))  # L_DC acts
     _same(_rows(run_dir / "metrics.jsonl"), _rows(want / "metrics.jsonl"))
     got_s, want_s = _rows(run_dir / "samples.jsonl"), _rows(want / "samples.jsonl")
     assert [(r["step"], r["task_id"], r["response"]) for r in got_s] == \

@@ -8,74 +8,35 @@ import json
 import pytest
 import torch
 
-from study.constraint import first_difference_mask
+from helpers import FixedRefiner, HalfRefiner, dapo_trainer, first_batch, make, step_values
+
 from study.generation import Generation
 from study.refiner import Refiner
 from study.runs import RunLog
-from study.trainers.common import policy_ce_on_refined
-from tests.test_dapo import FixedRefiner, _first_batch, _trainer, make, tok  # noqa: F401  (fixture)
+from study.tokens import token_logps
 
 torch.set_num_threads(1)
 
 SLOW_PATHS = {"kl_from_loss": False, "fuse_dc_forward": False}
 
 
-class HalfRefiner(FixedRefiner):
-    """Even rows: y' = the first 3 characters of y + "aaaa" (more a's: kept; shares a prefix with y). Odd rows:
-    "zzzzzz" (reward 0: dropped). Lengths and keeps mix."""
-
-    def refine(self, problems, responses):
-        out = []
-        for i, y in enumerate(responses):
-            text = y[:3] + "aaaa" if i % 2 == 0 else "zzzzzz"
-            ids = self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
-            out.append(Generation(text=text, token_ids=ids, truncated=False))
-        return out
-
-
-def _loss_and_grads(tr, batch):
-    tr.model.zero_grad(set_to_none=True)
-    loss = tr._compute_loss(tr.model, batch)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
-    return loss.item(), grads, dict(tr._upd)
-
-
-@pytest.mark.parametrize("scope", ["full", "from_first_diff"])
-def test_fused_dc_forward_equals_a_separate_forward(tok, tmp_path, scope):
-    cfg, comp = make(tok, "dynamic", refiner=HalfRefiner(tok),
-                     constraint={"coef": 1.0, "ce_scope": scope})
-    tr, _ = _trainer(tmp_path, cfg, comp)
-    batch = _first_batch(tr)
-    assert batch["refine_keep"].any() and not batch["refine_keep"].all()  # some rows are fused in, some not
-    fused = _loss_and_grads(tr, batch)
-    tr.cfg.speed.fuse_dc_forward = False
-    tr._upd.clear()
-    separate = _loss_and_grads(tr, batch)
-    assert fused[0] == pytest.approx(separate[0], abs=1e-6)
-    assert fused[1].keys() == separate[1].keys()
-    for name, g in fused[1].items():
-        torch.testing.assert_close(g, separate[1][name], atol=1e-6, rtol=1e-5, msg=name)
-    assert fused[2]["ce_sum"] == pytest.approx(separate[2]["ce_sum"], rel=1e-6)
-    assert fused[2]["ce_tok"] == separate[2]["ce_tok"]
-
-
 def test_from_first_diff_ce_sees_the_whole_refinement_as_context(tok, tmp_path):
     """The loss mask starts at the first changed token, but y' before it is still attended to."""
     cfg, comp = make(tok, "dynamic", refiner=HalfRefiner(tok),
                      constraint={"coef": 1.0, "ce_scope": "from_first_diff"}, speed=SLOW_PATHS)
-    tr, _ = _trainer(tmp_path, cfg, comp)
-    batch = _first_batch(tr)
+    tr, _ = dapo_trainer(tmp_path, cfg, comp)
+    batch = first_batch(tr)
     keep = batch["refine_keep"].bool()
-    attn = batch["refined_attn"][keep]
-    loss_mask = first_difference_mask(batch["completion_ids"][keep], batch["refined_ids"][keep], attn)
-    assert torch.equal(batch["refined_mask"][keep], loss_mask)
+    attn, loss_mask = batch["refined_mask"][keep], batch["dc_mask"][keep]
+    cols = torch.arange(attn.shape[1]).unsqueeze(0)
+    assert torch.equal(loss_mask, attn * (cols >= batch["first_change"][keep].unsqueeze(1)))
     assert (loss_mask != attn).any()  # some y' share a prefix with y that carries no loss
     with torch.no_grad():
+        tr._metrics["train"].clear()
         tr._compute_loss(tr.model, batch)
-        want = (policy_ce_on_refined(tr.model, batch["prompt_ids"][keep], batch["prompt_mask"][keep],
-                                     batch["refined_ids"][keep], attn) * loss_mask).sum().item()
-    assert tr._upd["ce_sum"][-1] == pytest.approx(want, rel=1e-6)
+        want = -(token_logps(tr.model, batch["prompt_ids"][keep], batch["prompt_mask"][keep],
+                             batch["refined_ids"][keep], attn)[0] * loss_mask).sum().item()
+    assert step_values(tr)["dynamic_ce_sum"] == pytest.approx(want, rel=1e-5)
 
 
 def _metrics(tok, tmp_path, name, **over):
@@ -88,6 +49,8 @@ def _metrics(tok, tmp_path, name, **over):
 
 
 def test_fast_paths_log_and_learn_what_the_slow_paths_do(tok, tmp_path):
+    """Prefix-shared L_DC and the KL from the loss forward (the defaults) against a separate L_DC forward and a
+    separate KL forward, over 3 training steps."""
     fast = _metrics(tok, tmp_path, "fast")
     slow = _metrics(tok, tmp_path, "slow", speed=SLOW_PATHS)
     assert len(fast) == len(slow) == 3

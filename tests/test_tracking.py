@@ -9,7 +9,7 @@ import torch
 from study.config import validate_config
 from study.runs import RunLog
 
-from test_dapo import make, tok  # noqa: F401  (tok: the tiny DAPO world's tokenizer fixture)
+from helpers import make  # (the tok fixture: conftest.py)
 from test_ppo import StubRefiner, make_cfg, problems, reward_fn, tiny  # noqa: F401  (tiny: fixture)
 
 pytest.importorskip("tensorboard")

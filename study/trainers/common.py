@@ -1,11 +1,10 @@
-"""Pieces shared by the DAPO and PPO trainers: refine + filter (Sec. 3.2-3.3), the policy's CE on refined
-tokens (Eq. 6), per-phase timers, and the metrics/samples rows of a run folder.
+"""Pieces shared by the DAPO and PPO trainers: refine + filter (Sec. 3.2-3.3), per-phase timers, and the
+metrics/samples rows of a run folder. (The policy's CE on y' is ``study.tokens.token_logps``, Eq. 6's loss
+``study.constraint.dynamic_constraint_loss``.)
 
     refine = refiner_fn(components.refiner)                       # or self_refiner_fn(...), dataset_fn(tokenizer)
     res = refine_and_filter(rows, responses, rewards, refine, reward_fn, tokenizer,
                             max_reward=1.0, filter_enabled=True)  # RefineResult: ids/mask/keep/rewards + counts
-    ce = policy_ce_on_refined(model, prompt_ids, prompt_mask, res.refined_ids, res.refined_mask)   # (B, R)
-    l_dc = dynamic_constraint_loss(ce, res.refined_mask, res.keep)                                 # Eq. 6
 
     timer = StepTimer()
     with timer("rollout"): ...
@@ -26,10 +25,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from study.filter import improvement_ratio, keep_improved, needs_refinement
+from study.filter import improvement_ratio, keep_improved, made_worse, needs_refinement
 from study.generation import Generation
 from study.prompts import code_block, solve_messages
 from study.runs import METRIC_COLUMNS
+from study.tokens import pad_id, pad_right, token_logps
 
 RefineFn = Callable[[list[dict], list[str]], list[Generation]]
 """``refine(rows, responses) -> one Generation y' per (x, y)``."""
@@ -103,6 +103,62 @@ def dataset_fn(tokenizer) -> RefineFn:
     return refine
 
 
+def oracle_fn(tokenizer) -> RefineFn:
+    """y' = y with its first edit toward the problem's reference solution (in the answer format) applied: the
+    first run of lines where y and the reference differ (``difflib``) is replaced by the reference's lines. A
+    deterministic stand-in for a refiner that can fix (``constraint.target: oracle``; tests and smoke runs, where
+    the smoke reference model never improves anything): y' keeps y's correct prefix verbatim, edits mid-response,
+    and may still fail (then the filter drops it). Rows without a reference get an empty y' (never kept)."""
+    import difflib
+
+    eos = tokenizer.eos_token_id
+
+    def refine(rows: list[dict], responses: list[str]) -> list[Generation]:
+        out = []
+        for r, y in zip(rows, responses):
+            ref = r.get("reference") or ""
+            text = ""
+            if ref:
+                a, b = y.splitlines(keepends=True), code_block(ref).splitlines(keepends=True)
+                ops = difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+                edit = next((op for op in ops if op[0] != "equal"), None)
+                if edit is None:
+                    text = y
+                else:
+                    _, i1, i2, j1, j2 = edit
+                    text = "".join(a[:i1] + b[j1:j2] + a[i2:])
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            out.append(Generation(text=text, token_ids=list(ids) + ([eos] if eos is not None else []),
+                                  truncated=False))
+        return out
+
+    return refine
+
+
+def make_refine_fn(cfg, components, policy=None) -> RefineFn:
+    """Who supplies y' (``constraint.target``): the refiner (frozen π_ref by default), the current policy
+    (``policy``: the trainer's model, unwrapped for generation), the dataset's reference solution, or the
+    oracle's edit toward it."""
+    target = cfg.constraint.target
+    if target == "dataset":
+        return dataset_fn(components.tokenizer)
+    if target == "oracle":
+        return oracle_fn(components.tokenizer)
+    if target == "self":
+        from study.refiner import Refiner
+
+        r = cfg.refiner
+        return refiner_fn(Refiner(policy if policy is not None else components.policy, components.tokenizer,
+                                  task=r.task, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                  batch_size=r.batch_size, copy_decoding=cfg.speed.refiner_copy_decoding,
+                                  draft_len=cfg.speed.refiner_draft_len))
+    if components.refiner is None:
+        from study.errors import UserError
+
+        raise UserError("constraint.mode: dynamic needs a refiner (components.refiner is None)")
+    return refiner_fn(components.refiner)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # refine + filter (Sec. 3.2-3.3, Eq. 6)
 
@@ -131,10 +187,22 @@ class RefineResult:
     """y' token ids, unpadded (empty when not refined)."""
     n_distinct: int = 0
     """Distinct (x, y) pairs among the refined rollouts (what a greedy refiner actually decodes)."""
+    original_rewards: list[float] = field(default_factory=list)
+    """r(x, y) of the N rollouts, the filter's reference."""
 
     @property
     def n(self) -> int:
         return len(self.refined)
+
+    @property
+    def n_improved(self) -> int:
+        """Rollouts whose y' scores strictly higher (kept when the filter is on)."""
+        return sum(keep_improved(self.original_rewards, self.rewards, enabled=True))
+
+    @property
+    def n_worse(self) -> int:
+        """Rollouts whose y' scores strictly lower (App. B)."""
+        return sum(made_worse(self.original_rewards, self.rewards))
 
     @property
     def n_refined(self) -> int:
@@ -159,18 +227,6 @@ class RefineResult:
         return self
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists: (ids, mask), both (N, max(len, min_len))."""
-    L = max([len(s) for s in seqs] + [min_len])
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), L), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, : len(s)] = 1
-    return ids, mask
-
-
 def refine_and_filter(
     rows: Sequence[Any],
     responses: Sequence[str],
@@ -183,7 +239,8 @@ def refine_and_filter(
     skip_max_reward: bool = True,
     timer: "StepTimer | None" = None,
 ) -> RefineResult:
-    """Refine the rollouts below the reward ceiling, score y' with the same reward function, apply the filter.
+    """Refine the rollouts below the reward ceiling (all of them when the filter is off), score y' with the same
+    reward function, apply the filter.
 
     rows:      dataset rows (or ``Problem``s) of the N rollouts (repeat a problem's row for each of its samples).
     responses: the policy's responses y (text).
@@ -194,7 +251,9 @@ def refine_and_filter(
     rows = [as_row(r) for r in rows]
     if not (len(rows) == len(responses) == len(rewards)):
         raise ValueError("rows, responses and rewards differ in length")
-    todo = needs_refinement(rewards, max_reward if skip_max_reward else None)
+    # A max-reward y cannot be improved, so with the filter on its y' would be dropped: skip it. With the filter
+    # off every y' is kept, so every y is refined (App. B: the refiner can make a correct answer worse).
+    todo = needs_refinement(rewards, max_reward if (skip_max_reward and filter_enabled) else None)
     idx = [i for i, t in enumerate(todo) if t]
     with timer("refine_generate"):
         gens = refine([rows[i] for i in idx], [responses[i] for i in idx]) if idx else []
@@ -210,8 +269,7 @@ def refine_and_filter(
     keep = keep_improved(rewards, ref_rewards, enabled=filter_enabled)
     # an empty y' (e.g. no dataset reference) carries no tokens to imitate
     keep = [k and len(t) > 0 for k, t in zip(keep, token_ids)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids, mask = pad_right(token_ids, pad_id)
+    ids, mask = pad_right(token_ids, pad_id(tokenizer))
     return RefineResult(
         refined_ids=ids,
         refined_mask=mask,
@@ -223,7 +281,47 @@ def refine_and_filter(
         n_skipped_max=len(rows) - len(idx),
         token_ids=token_ids,
         n_distinct=len({(rows[i].get("task_id"), rows[i].get("problem"), responses[i]) for i in idx}),
+        original_rewards=[float(r) for r in rewards],
     )
+
+
+def take_refinements(results: Sequence[RefineResult], rows: Sequence[tuple[int, int]], pad: int) -> RefineResult:
+    """Rows ``rows`` = [(result, row)] of several ``RefineResult``s as one (e.g. the selected groups of dynamic
+    sampling's rounds, or every round's rows), y' re-padded. ``n_distinct`` is the sum over the results."""
+    def pick(attr):
+        return [getattr(results[r], attr)[i] for r, i in rows]
+
+    token_ids = pick("token_ids")
+    ids, mask = pad_right(token_ids, pad)
+    keep = torch.tensor([bool(results[r].keep[i]) for r, i in rows], dtype=torch.bool)
+    refined, original, refined_rewards = pick("refined"), pick("original_rewards"), pick("rewards")
+    return RefineResult(
+        refined_ids=ids, refined_mask=mask, keep=keep, refined=refined, texts=pick("texts"), rewards=refined_rewards,
+        improvement_ratio=improvement_ratio(original, refined_rewards), n_skipped_max=len(rows) - sum(refined),
+        token_ids=token_ids, n_distinct=sum(r.n_distinct for r in results), original_rewards=original)
+
+
+def rollout_stats(task_rewards: Sequence[float], group_size: int, max_reward: float | None,
+                  refine: RefineResult | None) -> dict[str, float]:
+    """The statistics of a set of rollouts (and of their refinements, if any): reward_mean, reward_std,
+    group_reward_std (mean within-group std), pass_rate; improvement_ratio, kept_frac, refined_frac, worse_ratio
+    and the counts n_rollouts, n_refined, n_improved, n_worse, n_kept, refined_reward_mean. Shared by both
+    trainers; DAPO logs them for the whole sampled batch and, prefixed ``selected_``, for the selected one."""
+    r = [float(x) for x in task_rewards]
+    n = len(r)
+    out = {
+        "reward_mean": nanmean(r),
+        "reward_std": float(torch.tensor(r, dtype=torch.float32).std(unbiased=False)) if r else float("nan"),
+        "group_reward_std": group_reward_std(r, group_size) if group_size > 1 else float("nan"),
+        "pass_rate": (sum(x >= max_reward for x in r) / n) if max_reward is not None and n else float("nan"),
+        "n_rollouts": n,
+    }
+    if refine is not None:
+        out.update(improvement_ratio=refine.improvement_ratio, kept_frac=refine.kept_frac,
+                   refined_frac=refine.refined_frac, worse_ratio=refine.n_worse / n if n else float("nan"),
+                   n_refined=refine.n_refined, n_improved=refine.n_improved, n_worse=refine.n_worse,
+                   n_kept=refine.n_kept, refined_reward_mean=nanmean(refine.rewards))
+    return out
 
 
 def _score_refined(reward_fn: Callable, rows: list[dict], responses: Sequence[str], rewards: Sequence[float],
@@ -249,36 +347,6 @@ def _score_refined(reward_fn: Callable, rows: list[dict], responses: Sequence[st
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the policy's CE on y' (Eq. 6)
-
-
-def policy_ce_on_refined(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, refined_ids: torch.Tensor,
-                         refined_mask: torch.Tensor) -> torch.Tensor:
-    """Per-token CE ``-log π_θ(y'_t | x, y'_<t)`` (B, R), teacher forced on x ⊕ y', at temperature 1.
-
-    prompt_ids/prompt_mask: (B, P) left-padded prompts; refined_ids/refined_mask: (B, R) right-padded y'.
-    Prompt and padding positions carry no loss: the result is 0 where ``refined_mask`` is 0. Differentiable.
-    Only the last R+1 positions' logits are materialised (``logits_to_keep``).
-    """
-    R = refined_ids.shape[1]
-    input_ids = torch.cat([prompt_ids, refined_ids], dim=1)
-    attention_mask = torch.cat([prompt_mask, refined_mask], dim=1)
-    try:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=R + 1).logits
-    except TypeError:  # a model class without ``logits_to_keep``
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    logits = logits[:, -(R + 1) : -1]  # position t predicts refined token t
-    ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), refined_ids, reduction="none")
-    return ce * refined_mask.to(ce.dtype)
-
-
-@torch.no_grad()
-def completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
-    """Per-token log π(y_t | x, y_<t) (B, T) at temperature 1, no grad (KL logging, reference log-probs)."""
-    return -policy_ce_on_refined(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # timing and logging
 
 
@@ -293,6 +361,8 @@ class StepTimer:
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+        """When the phases began (``reset``)."""
 
     @contextmanager
     def __call__(self, phase: str):
@@ -315,6 +385,7 @@ class StepTimer:
 
     def reset(self) -> None:
         self.totals = {}
+        self.t0 = time.perf_counter()
 
 
 def metric_row(step: int, **values: Any) -> dict[str, Any]:
@@ -355,6 +426,23 @@ def sample_order(refine: RefineResult | None, n_rows: int) -> list[int]:
             + [i for i in range(n_rows) if not refine.refined[i]])
 
 
+@torch.no_grad()
+def refined_ce_for_samples(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, refine: RefineResult | None,
+                           n: int) -> torch.Tensor | None:
+    """(N, R) the policy's CE on y' for the refined rows ``sample_rows`` will log (0 elsewhere): the Fig. 6 heatmap
+    material, measured before the update. None when nothing is refined or nothing is logged."""
+    if refine is None or n <= 0:
+        return None
+    shown = [i for i in sample_order(refine, refine.n)[:n] if refine.refined[i]]
+    ce = torch.zeros(refine.refined_ids.shape)
+    if shown:
+        idx = torch.tensor(shown, device=prompt_ids.device)
+        logps, _ = token_logps(model, prompt_ids[idx], prompt_mask[idx], refine.refined_ids[idx].to(prompt_ids.device),
+                               refine.refined_mask[idx].to(prompt_ids.device))
+        ce[idx.cpu()] = -logps.float().cpu()
+    return ce
+
+
 def sample_rows(
     step: int,
     rows: Sequence[Any],
@@ -369,7 +457,7 @@ def sample_rows(
     """Up to ``n`` samples.jsonl rows (``study.runs.SAMPLE_FIELDS``). Kept pairs come first (the Fig. 6 heatmap
     material), then other refined ones, then the rest, each in batch order.
 
-    refined_ce: (N, R) per-token CE of the policy on y' (``policy_ce_on_refined``) or None.
+    refined_ce: (N, R) per-token CE of the policy on y' (``refined_ce_for_samples``) or None.
     """
     if n <= 0 or not rows:
         return []

@@ -2,56 +2,62 @@
 
     study train configs/mini/dapo_dynamic.yaml            # via study.train -> train_dapo(cfg, components, run)
 
-One RL step (= one generation batch of ``rollout.num_prompts`` prompts x G samples):
+One RL step is one generation batch of B = ``rollout.num_prompts`` x G rollouts. The algorithm is two TRL hooks:
 
-    1. rollout   sample G responses per prompt (TRL), score them with the task reward (+ DAPO's soft overlong
-                 punishment when ``dapo.overlong_buffer > 0``), group-normalised advantages (TRL);
-                 DAPO dynamic sampling: drop groups whose rewards are all equal, refill with fresh prompts
-                 (at most ``dapo.max_sampling_rounds`` rounds; the batch size B never changes).
-    2. KL        log KL(π_θ‖π_ref) on the sampled tokens with the frozen reference, in every mode (Fig. 4);
-                 π_θ's log-probs come from the loss forward where that is exact (``speed``, issue 8).
-    3. refine    (dynamic mode) responses below the reward ceiling go to the refiner; y' is scored with the
-                 same task reward; the filter keeps y' only if r(y') > r(y) (Eq. 6).
-    4. update    loss = L_DAPO + β·KL (static) + λ·L_DC (dynamic), one or more optimiser steps (TRL).
+``_generate_and_score_completions(rows) -> batch``          once per RL step
+    1. rollout   TRL samples G responses per prompt and scores them with the task reward (+ DAPO's soft overlong
+                 punishment when ``dapo.overlong_buffer > 0``); group-normalised advantages (TRL). DAPO dynamic
+                 sampling drops groups whose rewards are all equal and refills with fresh prompts (at most
+                 ``dapo.max_sampling_rounds`` rounds; B never changes; ``dynamic_sampling.py``).
+    2. KL        the frozen reference's log-probs of the sampled tokens: KL(π_θ‖π_ref) is logged in every mode
+                 (Fig. 4); π_θ's side comes from the loss forward where that is exact (``speed.kl_from_loss``).
+    3. refine    MODE dynamic: y' for every response below the reward ceiling (every response without the
+                 filter), r(x, y') with the same task reward, keep = 1[r(y') > r(y)] (Eq. 6's filter), the
+                 first-change index k. ``constraint.refine_scope: sampled`` (default) refines each round's rollouts
+                 right after scoring, before dynamic sampling selects, and a group with a kept y' is selectable
+                 even if its rewards are all equal (it enters with advantage 0 and acts through L_DC);
+                 ``selected`` refines only the selected batch.
+    -> one flat dict: TRL's keys (prompt_ids/_mask, completion_ids/_mask, advantages, num_items_in_batch, ...)
+       plus ``task_reward``, ``refined_ids``/``refined_mask`` (y'), ``dc_mask`` (its tokens with loss),
+       ``refine_keep``, ``first_change``, ``dc_normalizer`` and ``kl_ref_logps``. TRL shuffles and splits it into
+       micro-batches (every per-row entry along dim 0).
+
+``_compute_loss(model, batch) -> loss``                     once per micro-batch
+    one policy forward (``_policy_forward``) gives log π_θ(y_t | x, y_<t) for L_DAPO and, for the kept rows,
+    CE_t = -log π_θ(y'_t | x, y'_<t) for L_DC: y'_<k = y_<k, so only y'_≥k gets positions of its own, packed after
+    x ⊕ y in the same row (``study.tokens.prefix_shared_inputs``; a separate forward over x ⊕ y' where the attention
+    backend takes no custom mask or the rollout temperature is not 1);
+    loss = L_DAPO + β·KL (static) + λ·L_DC (dynamic, Eq. 6).
 
 The three constraint modes differ only in these lines (search for ``MODE``):
 
     none:     beta = 0, no refiner                              -> L = L_DAPO
-    static:   beta = β, TRL adds β·k3-KL to the per-token loss  -> L = L_DAPO + β·KL(π_θ‖π_ref)
+    static:   beta = β, per-token k3 KL in the loss             -> L = L_DAPO + β·KL(π_θ‖π_ref)
     dynamic:  beta = 0, refine + filter after scoring           -> L = L_DAPO + λ·L_DC   (Eq. 6)
 
-L_DC is the mean CE of the policy on the kept refined tokens, normalised by the *global* count of kept refined
-tokens of the generation batch (rescaled per micro-batch exactly like DAPO's token normaliser), so λ keeps its
-meaning whatever the batch composition.
+L_DAPO is TRL's ``loss_type="dapo"`` written out: the token-level clipped surrogate with clip-higher,
+``-min(ρ_t A, clip(ρ_t, 1-ε_low, 1+ε_high) A)`` summed over the micro-batch's tokens and divided by the generation
+batch's token count (rescaled to one accumulation window). L_DC is divided the same way by the generation batch's
+kept-token count (``constraint.normalize``), so λ keeps its meaning whatever the batch composition.
 
-ReLIFT (``relift.enabled``; Ma et al. 2025, "Learning What RL Can't", arXiv:2506.07527), as implemented here:
-
-    collect   after each rollout, every group of *every* sampling round (also the groups dynamic sampling drops)
-              whose task rewards are all below the reward ceiling (no rollout passes) is a hardest question; its
-              (prompt, reference solution) goes to a buffer (one entry per question, at most ``relift.buffer_size``,
-              oldest dropped first; problems without a reference are skipped).
-    fine-tune every ``relift.sft_every``-th RL step with a non-empty buffer, the first optimiser step of that RL step
-              adds ``relift.sft_coef · L_SFT``, L_SFT = token-mean CE of π_θ on the buffered references formatted
-              with ``study.prompts.code_block`` (+ EOS), prompt masked (``policy_ce_on_refined``); then the buffer
-              is cleared. One optimiser, no second trainer: RL and fine-tuning interleave in the same loss.
-    otherwise plain DAPO (with whatever ``constraint.mode`` says). Logged: ``relift_buffer`` (buffer size after the
-              step's rollout, before it is consumed), ``relift_hard_groups`` (new all-fail groups this step),
-              ``relift_sft_items``, ``relift_sft_ce`` (NaN on steps where SFT does not fire).
-    The buffer is not checkpointed: a resumed run starts with it empty.
+State: besides TRL's own, the trainer keeps a wall clock per RL step (``timer``, instrumentation) and the refill
+RNG. Per-step values are logged through TRL's ``_metrics`` (prefix ``step/``); ``RunLogger`` turns each RL step's
+log into one metrics.jsonl row. ReLIFT is a subclass (``study.trainers.relift``).
 
 Step accounting: ``cfg.steps`` RL steps; each is ``steps_per_generation * num_iterations`` TRL optimiser steps
-(``steps_per_generation = B / dapo.mini_batch_size``, 1 when it is unset). Checkpoints are TRL/Trainer
-checkpoints under ``<run>/checkpoints/checkpoint-<optimiser step>``.
+(``steps_per_generation = B / dapo.mini_batch_size``, 1 when it is unset); TRL logs once per RL step.
+Checkpoints are TRL/Trainer checkpoints under ``<run>/checkpoints/checkpoint-<optimiser step>``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-from collections import defaultdict
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,30 +66,72 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from study.constraint import dynamic_constraint_loss, first_difference_mask, static_kl
+from study.constraint import constraint_normalizer, dc_loss_mask, dynamic_constraint_loss, static_kl
 from study.errors import UserError
+from study.tokens import (
+    CUSTOM_MASK_BACKENDS,
+    attention_mask_4d,
+    pad_id,
+    prefix_shared_inputs,
+    token_logps,
+)
 from study.trainers.common import (
     RefineResult,
     StepTimer,
-    dataset_fn,
-    group_reward_std,
     metric_row,
     nanmean,
-    pad_right,
-    policy_ce_on_refined,
     refine_and_filter,
-    refiner_fn,
-    sample_order,
+    refined_ce_for_samples,
+    rollout_stats,
+    take_refinements,
+    make_refine_fn,
     sample_rows,
     tracker_values,
 )
+from study.trainers.dynamic_sampling import (
+    group_rows,
+    informative_groups,
+    merge_batches,
+    refill_prompts,
+    select_groups,
+)
+
+log = logging.getLogger(__name__)
+STEP = "step/"
+"""Prefix of the trainer's per-step values in TRL's ``_metrics`` (kept apart from TRL's own keys)."""
+
+
+@dataclass
+class Round:
+    """One sampling round: TRL's batch and, per rollout, its dataset row and rewards."""
+
+    batch: dict[str, Any]
+    rows: list[dict]
+    task_reward: list[float]
+    """r(x, y): the study's reward (the first reward function); shaping terms come after it."""
+    reward: list[float]
+    """What the advantages are computed from (task reward + shaping)."""
+    responses: list[str]
+    """y as text (what the reward function and the refiner see)."""
+    refine: RefineResult | None = None
+    """y' and the filter's decision per rollout (MODE dynamic; with ``refine_scope: sampled`` every round's)."""
+
+
+def _unrefined(n: int, device) -> RefineResult:
+    """n rollouts that never went to the refiner."""
+    return RefineResult(refined_ids=torch.zeros((n, 1), dtype=torch.long, device=device),
+                        refined_mask=torch.zeros((n, 1), dtype=torch.long, device=device),
+                        keep=torch.zeros(n, dtype=torch.bool, device=device), refined=[False] * n, texts=[None] * n,
+                        rewards=[None] * n, improvement_ratio=0.0, token_ids=[[] for _ in range(n)],
+                        original_rewards=[float("nan")] * n)
+
 
 class DynamicDAPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` (loss_type="dapo") + DAPO dynamic sampling + KL logging + the online refiner and Eq. 6.
 
-    study_cfg:  the ``study.config.TrainConfig`` (constraint, refiner, dapo, logging fields are read here).
+    study_cfg:  the ``study.config.TrainConfig`` (constraint, refiner, dapo, speed, logging fields are read here).
     components: ``study.train.Components`` (reference = π_ref, refiner, reward_fn, max_reward, tokenizer).
-    run:        ``study.runs.RunLog`` receiving one metrics row per RL step and a few samples.
+    run:        ``study.runs.RunLog``; ``RunLogger`` writes its metrics rows, ``_log_samples`` a few samples.
     """
 
     def __init__(self, *args, study_cfg, components, run, **kwargs):
@@ -95,6 +143,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self.reference = components.reference
         self.G = self.num_generations
         self.opt_steps_per_rl_step = self.args.steps_per_generation * self.num_iterations
+        self._check_loss_options()
         # The frozen reference scores the sampled tokens (KL in every mode; the static term's anchor). TRL's fused
         # LM head returns per-token log-probs without materialising logits; generation is unchanged by it.
         if not getattr(self.reference, "_study_fused_head", False):
@@ -102,7 +151,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
 
             add_fused_lm_head(self.reference, temperature=self.temperature)
             self.reference._study_fused_head = True
-        # ---- MODE: static uses TRL's own KL term, anchored at components.reference (no second copy is loaded).
+        # ---- MODE: static: β·KL in the loss, anchored at components.reference (no second copy is loaded).
         if c.mode == "static":
             self.beta = c.kl_coef
             self.ref_model = self.reference
@@ -110,380 +159,165 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self.refine_target = c.target if c.mode == "dynamic" else None
         if self.refine_target == "refiner" and components.refiner is None:
             raise UserError("constraint.mode dynamic needs a refiner (components.refiner is None)")
+        self.prefix_shared = self._prefix_shared_ok() if self.refine_target is not None else False
         self.timer = StepTimer()
-        self.rl_step = 0
-        self._round: dict[str, Any] = {}
-        self._row: dict[str, Any] = {}
-        self._upd: defaultdict[str, list] = defaultdict(list)
-        self._t_step0 = time.perf_counter()
-        self._bar = None
-        # ---- ReLIFT: buffer of the hardest questions (task_id -> row), the SFT batch pending for the next update
-        self.relift = study_cfg.relift if study_cfg.relift.enabled else None
-        if self.relift is not None and components.max_reward is None:
-            raise UserError("relift.enabled needs a reward with a maximum (components.max_reward is None)")
-        self.relift_buffer: dict[str, dict] = {}
-        self._relift_pending: tuple[torch.Tensor, ...] | None = None
-        self._rounds_info: list[dict] = []
-        self._loss_forward: dict | None = None  # set while TRL's loss forward runs (_compute_loss)
+
+    def _check_loss_options(self) -> None:
+        """``_compute_loss`` writes out TRL's DAPO loss for the options ``grpo_args`` sets; refuse the others."""
+        a = self.args
+        if (self.loss_type != "dapo" or a.importance_sampling_level != "token" or a.delta is not None
+                or self.top_entropy_quantile < 1.0 or self.off_policy_mask_threshold is not None
+                or self._entropy_bonus_enabled or self.aux_loss_enabled):
+            raise UserError("DynamicDAPOTrainer implements TRL's loss_type='dapo' with token-level importance "
+                            "sampling only (no delta, entropy mask/bonus, off-policy mask or MoE aux loss)")
+
+    def _prefix_shared_ok(self) -> bool:
+        """Can L_DC share the L_DAPO forward (``speed.fuse_dc_forward``)? Says once in the log why not."""
+        if not self.cfg.speed.fuse_dc_forward:
+            return False
+        impl = self.accelerator.unwrap_model(self.model).config._attn_implementation
+        why = None
+        if impl not in CUSTOM_MASK_BACKENDS:
+            why = f"attention implementation {impl!r} takes no custom 4-D mask"
+        elif self.temperature != 1.0:
+            why = f"rollout temperature {self.temperature} != 1 (TRL's log-probs are tempered; L_DC is not)"
+        if why:
+            log.warning("L_DC uses a separate forward over x ⊕ y' (prefix sharing is off: %s)", why)
+        return why is None
 
     # ------------------------------------------------------------------------------------------------------------
     # 1. rollout: rewards of each round, dynamic sampling
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        t0 = time.perf_counter()
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.timer.add("reward", time.perf_counter() - t0)
-        B = len(prompts)
-        local = rewards_per_func[self.accelerator.process_index * B : (self.accelerator.process_index + 1) * B]
-        total = (local * self.reward_weights.to(local.device).unsqueeze(0)).nansum(dim=1)
-        self._round = {
-            "rows": list(inputs),
-            "completion_ids": [list(c) for c in completion_ids_list],
-            "task_reward": local[:, 0].tolist(),  # the study's reward (column 0); shaping terms come after
-            "reward": total.tolist(),  # what the advantages are computed from
-        }
-        return rewards_per_func
+        with self.timer("reward"):
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
-    def _one_round(self, rows):
-        t0, t_reward0 = time.perf_counter(), self.timer.totals.get("reward", 0.0)
+    def _rollout(self, rows: list[dict]) -> Round:
+        """TRL's generate-and-score on ``rows`` (each prompt repeated G times) as a ``Round``."""
+        t0, reward0 = time.perf_counter(), self.timer.totals.get("reward", 0.0)
         batch = super()._generate_and_score_completions(rows)
-        reward_dt = self.timer.totals.get("reward", 0.0) - t_reward0
-        self.timer.add("rollout", time.perf_counter() - t0 - reward_dt)
-        return batch, self._round
+        self.timer.add("rollout", time.perf_counter() - t0 - (self.timer.totals.get("reward", 0.0) - reward0))
+        # TRL keeps the latest rewards of every process in its completion log: this round's are the last n·world
+        n, world, rank = len(rows), self.accelerator.num_processes, self.accelerator.process_index
+        per_func = torch.tensor([list(self._logs["rewards"][name])[-n * world:] for name in self.reward_func_names],
+                                dtype=torch.float32).T[rank * n : (rank + 1) * n]  # (n, reward functions)
+        total = (per_func * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1)
+        responses = self.processing_class.batch_decode(
+            [ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"])],
+            skip_special_tokens=True)
+        rnd = Round(batch, list(rows), per_func[:, 0].tolist(), total.tolist(), responses)
+        if self.refine_target is not None and self.cfg.constraint.refine_scope == "sampled":
+            with self.timer("refine"):  # 3. refine right after scoring, before dynamic sampling selects
+                rnd.refine = self._refine(rnd.rows, rnd.responses, rnd.task_reward)
+        return rnd
 
     def _fresh_rows(self, n_prompts: int, round_: int) -> list[dict]:
         """Refill prompts of sampling round ``round_`` of this RL step: drawn by a generator seeded with (seed,
         process, RL step, round), so a run resumed from a checkpoint draws exactly what the uninterrupted run drew."""
         ds = self.train_dataset
-        rng = random.Random(f"refill/{self.cfg.seed}/{self.accelerator.process_index}/{self.rl_step}/{round_}")
+        step = self.state.global_step // self.opt_steps_per_rl_step + 1  # the RL step being sampled
+        rng = random.Random(f"refill/{self.cfg.seed}/{self.accelerator.process_index}/{step}/{round_}")
         idx = rng.sample(range(len(ds)), min(n_prompts, len(ds)))
         while len(idx) < n_prompts:  # tiny datasets: repeat
             idx.append(rng.randrange(len(ds)))
         return [dict(ds[i]) for i in idx for _ in range(self.G)]
 
-    def _dynamic_sampling(self, inputs):
-        """DAPO's dynamic sampling: keep groups whose rewards are not all equal, refill with fresh prompts.
+    def _global(self, x: int, op: str) -> int:
+        t = self.accelerator.gather(torch.tensor([x], device=self.accelerator.device))
+        return int(t.min().item() if op == "min" else t.max().item())
 
-        A refill round samples twice the number of still-missing groups (at most a full batch; DAPO samples a full
-        batch, which costs more on a CPU for the same result); every process uses the global maximum so all run
-        the same collectives. The loop stops when every process holds B rows from informative groups or after
-        ``max_sampling_rounds`` rounds. If the cap
-        is hit, the batch is filled with uninformative groups (zero advantage) in draw order, preferring groups
-        below the reward ceiling (the refiner can still improve them in dynamic mode). Refills bypass the sampler.
-        """
-        B, G = len(inputs), self.G
-        rounds: list[tuple[dict, dict]] = [self._one_round(inputs)]
+    def _selectable(self, rnd: Round) -> list[bool]:
+        """Per group: can it enter the batch? Its rewards differ (a policy gradient), or, when refinement comes
+        before selection (``refine_scope: sampled``), it has a kept refinement (an L_DC term; advantage 0)."""
+        ok = informative_groups(rnd.reward, self.G)
+        if rnd.refine is not None:
+            keep = rnd.refine.keep.view(-1, self.G).any(dim=1).tolist()
+            ok = [a or b for a, b in zip(ok, keep)]
+        return ok
+
+    def _sample_rounds(self, inputs: list[dict]) -> list[Round]:
+        """DAPO's dynamic sampling rounds: the first on ``inputs``, then refills while some process lacks B rows
+        from selectable groups (``refill_prompts``; every process samples the global maximum, so all run the same
+        collectives), at most ``dapo.max_sampling_rounds`` rounds. Refills bypass the sampler."""
+        n_groups = len(inputs) // self.G
+        rounds = [self._rollout(inputs)]
         max_rounds = self.cfg.dapo.max_sampling_rounds if self.cfg.dapo.dynamic_sampling else 1
-
-        def informative():
-            out = []
-            for r, (_, info) in enumerate(rounds):
-                rw = torch.tensor(info["reward"]).view(-1, G)
-                out += [(r, g) for g in range(rw.shape[0]) if not torch.allclose(rw[g], rw[g, :1].expand(G))]
-            return out
-
-        good = informative()
         while len(rounds) < max_rounds:
-            have = torch.tensor(min(len(good) * G, B), device=self.accelerator.device)
-            if self.accelerator.gather(have.unsqueeze(0)).min().item() >= B:
+            n_ok = sum(sum(self._selectable(r)) for r in rounds)
+            if self._global(min(n_ok, n_groups), "min") >= n_groups:
                 break
-            # refill with twice the missing groups (the same count on every process), at most a full batch
-            missing = torch.tensor(max(B // G - len(good), 0), device=self.accelerator.device)
-            missing = int(self.accelerator.gather(missing.unsqueeze(0)).max().item())
-            rounds.append(self._one_round(self._fresh_rows(min(B // G, 2 * missing), len(rounds))))
-            good = informative()
-        picks = good[: B // G]
-        if len(picks) < B // G:  # cap hit: fill with the best uninformative groups
-            rest = [(r, g) for r, (_, info) in enumerate(rounds) for g in range(len(info["reward"]) // G)
-                    if (r, g) not in good]
-            maxr = self.components.max_reward
+            n_new = self._global(refill_prompts(n_ok, n_groups), "max")
+            rounds.append(self._rollout(self._fresh_rows(n_new, len(rounds))))
+        return rounds
 
-            def refinable(rg):
-                r, g = rg
-                tr = rounds[r][1]["task_reward"][g * G : (g + 1) * G]
-                return maxr is None or min(tr) < maxr
-
-            rest = [x for x in rest if refinable(x)] + [x for x in rest if not refinable(x)]
-            picks += rest[: B // G - len(picks)]
-        rows_idx = [(r, g * G + j) for r, g in picks for j in range(G)]
-        self._sampling = {"rounds": len(rounds), "informative_groups": len(good), "groups": B // G}
-        self._rounds_info = [info for _, info in rounds]  # every round, dropped groups included (ReLIFT)
+    def _select(self, rounds: list[Round]) -> tuple[dict, Round, list[tuple[int, int]]]:
+        """The batch: selectable groups in draw order; when the round cap was hit, filled with the others, those
+        below the reward ceiling first (the refiner can still improve them in dynamic mode). Returns TRL's batch of
+        the picked rows, their ``Round`` (refinements included), and the picked (round, row) pairs."""
+        G, maxr = self.G, self.components.max_reward
         if len(rounds) == 1:
-            batch, info = rounds[0]
-            return batch, info
-        batch = self._merge([b for b, _ in rounds], rows_idx)
-        info = {k: [rounds[r][1][k][i] for r, i in rows_idx] for k in rounds[0][1]}
-        return batch, info
-
-    def _merge(self, batches: list[dict], rows_idx: list[tuple[int, int]]) -> dict:
-        """Rows ``rows_idx`` of several generated batches as one batch: prompts re-padded on the left, completion-
-        aligned tensors on the right, then ``num_items_in_batch`` recomputed."""
-        pad_id = self.processing_class.pad_token_id if hasattr(self.processing_class, "pad_token_id") else 0
-        out: dict[str, Any] = {}
-        for key, v0 in batches[0].items():
-            if key == "num_items_in_batch":
-                continue
-            if isinstance(v0, torch.Tensor) and v0.dim() >= 1:
-                rows = [batches[r][key][i] for r, i in rows_idx]
-                if v0.dim() == 1:
-                    out[key] = torch.stack(rows)
-                    continue
-                left = key.startswith("prompt")
-                fill = pad_id if key.endswith("_ids") else 0
-                L = max(x.shape[0] for x in rows)
-                padded = []
-                for x in rows:
-                    p = x.new_full((L - x.shape[0], *x.shape[1:]), fill)
-                    padded.append(torch.cat([p, x] if left else [x, p]))
-                out[key] = torch.stack(padded)
-            elif isinstance(v0, list):
-                out[key] = [batches[r][key][i] for r, i in rows_idx]
-            else:
-                out[key] = v0
-        # drop columns that are padding in every row
-        P = int(out["prompt_mask"].sum(1).max().item())
-        T = max(int(out["completion_mask"].sum(1).max().item()), 1)
-        for key, v in out.items():
-            if isinstance(v, torch.Tensor) and v.dim() >= 2:
-                out[key] = v[:, -P:] if key.startswith("prompt") else v[:, :T]
-        loss_mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
-        out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        return out
+            return rounds[0].batch, rounds[0], [(0, i) for i in range(len(rounds[0].rows))]
+        ok = [self._selectable(r) for r in rounds]
+        below = [[maxr is None or min(r.task_reward[g * G : (g + 1) * G]) < maxr for g in range(len(r.rows) // G)]
+                 for r in rounds]
+        rows = group_rows(select_groups(ok, below, len(rounds[0].rows) // G), G)
+        batch = merge_batches([r.batch for r in rounds], rows, pad_id(self.processing_class))
+        loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        picked = Round(batch, *([getattr(rounds[r], f)[i] for r, i in rows]
+                                for f in ("rows", "task_reward", "reward", "responses")))
+        if rounds[0].refine is not None:
+            picked.refine = take_refinements([r.refine for r in rounds], rows, pad_id(self.processing_class))
+        return batch, picked, rows
 
     # ------------------------------------------------------------------------------------------------------------
-    # 2-3. KL logging and refinement, attached to the batch
+    # the batch: rollout, KL, refinement -> one dict
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:  # evaluation: plain TRL
             return super()._generate_and_score_completions(inputs)
-        self.rl_step += 1
+        step = self.state.global_step // self.opt_steps_per_rl_step + 1
         self.timer.reset()
-        self._t_step0 = time.perf_counter()
-        batch, info = self._dynamic_sampling(inputs)
-        self.last_rollout = info  # rows, completion_ids, task_reward, reward of the final batch (inspection)
-        rows, comp_ids, task_r, total_r = info["rows"], info["completion_ids"], info["task_reward"], info["reward"]
-        prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
-        completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
-
+        # 1. rollout + dynamic sampling (each round refined right after scoring: 3. with refine_scope: sampled)
+        rounds = self._sample_rounds(inputs)
+        batch, picked, rows = self._select(rounds)
+        batch["task_reward"] = torch.tensor(picked.task_reward, device=batch["advantages"].device)
         # 2. KL(π_θ‖π_ref) on the sampled tokens (logged in every mode; speed.kl_every thins it)
-        t0 = time.perf_counter()
-        kl = float("nan")
-        ref_logps = batch.get("ref_per_token_logps")  # MODE static: TRL computed them for the loss
-        every = self.cfg.speed.kl_every
-        if ref_logps is not None or (every > 0 and (self.rl_step - 1) % every == 0):
-            with torch.no_grad():
-                pc_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-                attn = torch.cat([prompt_mask, completion_mask], dim=1)
-                T = completion_ids.size(1)
-                if ref_logps is None:
-                    ref_logps = self._get_per_token_logps_and_entropies(self.reference, pc_ids, attn, T)[0]
-                pol_logps = batch.get("old_per_token_logps")
-                if pol_logps is None and self.cfg.speed.kl_from_loss:
-                    batch["kl_ref_logps"] = ref_logps  # π_θ's side comes from the loss forward (_compute_loss)
-                else:
-                    if pol_logps is None:
-                        pol_logps = self._get_per_token_logps_and_entropies(self.model, pc_ids, attn, T)[0]
-                    kl = self._gathered_kl(pol_logps, ref_logps, completion_mask)
-        self.timer.add("rollout", time.perf_counter() - t0)
-
-        # 3. MODE dynamic: refine after scoring, filter, attach y' for the λ·CE term
-        refine: RefineResult | None = None
-        responses = self.processing_class.batch_decode(comp_ids, skip_special_tokens=True)
+        with self.timer("rollout"):
+            kl = self._reference_kl(batch, step)
+        # 3. MODE dynamic: y' of the selected rows (refined above with refine_scope: sampled, else here), the
+        #    filter's keep, the first change: what the λ·L_DC term needs
         if self.refine_target is not None:
             with self.timer("refine"):
-                refine = self._refine(rows, responses, task_r)
-                refine.to(completion_ids.device)
-                loss_mask = refine.refined_mask
-                if self.cfg.constraint.ce_scope == "from_first_diff":
-                    loss_mask = first_difference_mask(completion_ids, refine.refined_ids, refine.refined_mask)
-                batch["refined_ids"] = refine.refined_ids
-                batch["refined_attn"] = refine.refined_mask  # y' tokens (attention); refined_mask: tokens with loss
-                batch["refined_mask"] = loss_mask
-                batch["refine_keep"] = refine.keep
-                kept_tokens = (loss_mask * refine.keep.unsqueeze(1)).sum()
-                batch["num_refined_tokens"] = self.accelerator.gather(kept_tokens).sum()  # 0-dim, global
-                batch["num_refined_seqs"] = self.accelerator.gather(refine.keep.sum()).sum()
-
-        # the step's rollout statistics (update statistics are added in `log`)
-        lengths = completion_mask.sum(1).float()
-        maxr = self.components.max_reward
-        self._row = dict(
-            reward_mean=nanmean(task_r),
-            reward_std=float(torch.tensor(task_r).std(unbiased=False)) if task_r else float("nan"),
-            group_reward_std=group_reward_std(task_r, self.G),
-            kl=kl,
-            response_length=lengths.mean().item(),
-            shaped_reward_mean=nanmean(total_r),
-            pass_rate=(sum(r >= maxr for r in task_r) / len(task_r)) if maxr is not None else float("nan"),
-            sampling_rounds=self._sampling["rounds"],
-            informative_groups=self._sampling["informative_groups"],
-            frac_reward_zero_std=1.0 - min(self._sampling["informative_groups"], self._sampling["groups"])
-            / self._sampling["groups"],
-        )
-        if refine is not None:
-            self._row.update(
-                improvement_ratio=refine.improvement_ratio,
-                refined_frac=refine.refined_frac,
-                kept_frac=refine.kept_frac,
-                skipped_max_reward=refine.n_skipped_max,
-                refined_distinct=refine.n_distinct,
-                refined_reward_mean=nanmean(refine.rewards),
-            )
-        if self.relift is not None:
-            self._row.update(self._relift_collect())
-        self._log_samples(rows, responses, comp_ids, task_r, refine, prompt_ids, prompt_mask)
-        self._upd = defaultdict(list)  # per-optimiser-step values of this RL step
+                if picked.refine is None:  # refine_scope: selected
+                    picked.refine = self._refine(picked.rows, picked.responses, picked.task_reward)
+                batch.update(self._refinement_entries(batch, picked.refine))
+        self._log_step(self._rollout_stats(batch, picked, rounds, rows, kl))
+        self._log_samples(step, picked, batch)
         return batch
 
-    # ------------------------------------------------------------------------------------------------------------
-    # ReLIFT: the hardest questions and their reference solutions
-
-    def _relift_collect(self) -> dict[str, Any]:
-        """Buffer the all-fail groups of this step's sampling rounds; on every ``sft_every``-th RL step hand the
-        buffer to the next update as an SFT batch and clear it. Returns the step's ReLIFT metric columns."""
-        G, maxr, cap = self.G, self.components.max_reward, self.relift.buffer_size
-        new = 0
-        for info in self._rounds_info:
-            for g in range(len(info["task_reward"]) // G):
-                rewards = info["task_reward"][g * G : (g + 1) * G]
-                row = info["rows"][g * G]
-                if not row.get("reference") or any(r >= maxr for r in rewards):
-                    continue
-                key = str(row.get("task_id", row.get("problem")))
-                self.relift_buffer.pop(key, None)  # re-seen: move to the newest end
-                self.relift_buffer[key] = row
-                new += 1
-                while len(self.relift_buffer) > cap:
-                    self.relift_buffer.pop(next(iter(self.relift_buffer)))
-        size = len(self.relift_buffer)
-        fire = self.rl_step % self.relift.sft_every == 0 and size > 0
-        if fire:
-            self._relift_pending = self._relift_batch(list(self.relift_buffer.values()))
-            self.relift_buffer.clear()
-        return {"relift_buffer": size, "relift_hard_groups": new, "relift_sft_items": size if fire else 0}
-
-    def _relift_batch(self, rows: list[dict]) -> tuple[torch.Tensor, ...]:
-        """(prompt_ids, prompt_mask) left-padded chat prompts, (ref_ids, ref_mask) right-padded reference
-        solutions in the answer format (``dataset_fn``: ``code_block(reference)`` + EOS)."""
-        tok = self.processing_class
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        prompts = []
-        for r in rows:
-            p = r["prompt"]
-            text = p if isinstance(p, str) else tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-            prompts.append(tok(text, add_special_tokens=False)["input_ids"])
-        P = max(len(x) for x in prompts)
-        p_ids = torch.tensor([[pad_id] * (P - len(x)) + list(x) for x in prompts], dtype=torch.long)
-        p_mask = torch.tensor([[0] * (P - len(x)) + [1] * len(x) for x in prompts], dtype=torch.long)
-        refs = dataset_fn(tok)(rows, [""] * len(rows))
-        r_ids, r_mask = pad_right([g.token_ids for g in refs], pad_id)
-        return p_ids, p_mask, r_ids, r_mask
-
-    def _relift_sft(self, model) -> torch.Tensor:
-        """relift.sft_coef · L_SFT on the pending batch (consumed: one optimiser step per firing)."""
-        dev = self.accelerator.device
-        p_ids, p_mask, r_ids, r_mask = (t.to(dev) for t in self._relift_pending)
-        self._relift_pending = None
-        ce = policy_ce_on_refined(model, p_ids, p_mask, r_ids, r_mask)
-        l_sft = ce.sum() / r_mask.sum().clamp(min=1)
-        self._upd["relift_sft_ce"].append(l_sft.detach().item())
-        return self.relift.sft_coef * l_sft
-
-    def _refine(self, rows, responses, task_rewards) -> RefineResult:
-        """y' for every response below the ceiling, from the frozen refiner, the current policy, or the dataset."""
-        r = self.cfg.refiner
-        kwargs = dict(reward_fn=self.components.reward_fn, tokenizer=self.processing_class,
-                      max_reward=self.components.max_reward, filter_enabled=self.cfg.constraint.filter,
-                      skip_max_reward=r.skip_max_reward, timer=self.timer)
-        if self.refine_target == "dataset":
-            return refine_and_filter(rows, responses, task_rewards, dataset_fn(self.processing_class), **kwargs)
-        if self.refine_target == "self":
-            from trl.models import unwrap_model_for_generation
-
-            from study.refiner import Refiner
-
-            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as policy:
-                me = Refiner(policy, self.processing_class, task=r.task, max_new_tokens=r.max_new_tokens,
-                             temperature=r.temperature, batch_size=r.batch_size)
-                return refine_and_filter(rows, responses, task_rewards, refiner_fn(me), **kwargs)
-        return refine_and_filter(rows, responses, task_rewards, refiner_fn(self.components.refiner), **kwargs)
-
-    def _log_samples(self, rows, responses, comp_ids, rewards, refine, prompt_ids, prompt_mask):
-        n = self.cfg.samples_per_step
-        if n <= 0 or not self.accelerator.is_main_process:
-            return
-        ce = None
-        shown = [i for i in sample_order(refine, refine.n)[:n] if refine.refined[i]] if refine is not None else []
-        if shown:  # the policy's CE on y' only for the refined rows that get logged (issue 8: was every refined row)
-            idx = torch.tensor(shown, device=prompt_ids.device)
-            with torch.no_grad():
-                model = self.accelerator.unwrap_model(self.model)
-                part = policy_ce_on_refined(model, prompt_ids[idx], prompt_mask[idx], refine.refined_ids[idx],
-                                            refine.refined_mask[idx])
-            ce = torch.zeros(refine.refined_ids.shape, dtype=part.dtype)
-            ce[idx.cpu()] = part.cpu()
-        self.run.log_samples(sample_rows(self.rl_step, rows, responses, comp_ids, rewards, refine, ce,
-                                         self.processing_class, n))
-
-    # ------------------------------------------------------------------------------------------------------------
-    # 4. the loss
-
-    def _compute_loss(self, model, inputs):
-        mode = "train" if self.model.training else "eval"
-        keep = inputs.get("refine_keep")
-        fuse = (mode == "train" and keep is not None and bool(keep.any()) and self.cfg.speed.fuse_dc_forward
-                and self.temperature == 1.0)
-        # the policy forward of TRL's loss (see _get_per_token_logps_and_entropies) also serves L_DC and the KL log
-        self._loss_forward = {"refined": (keep, inputs["refined_ids"], inputs["refined_attn"]) if fuse else None}
-        try:
-            loss = super()._compute_loss(model, inputs)  # L_DAPO (+ β·KL when beta > 0: MODE static)
-        finally:
-            fwd, self._loss_forward = self._loss_forward, None
-        if mode == "train":
-            self._upd["policy_loss"].append(loss.detach().item())
-            if "kl_ref_logps" in inputs and "policy_logps" in fwd:  # speed.kl_from_loss: KL(π_θ‖π_ref) to log
-                kl_sum, n_tok = self._gathered_kl_sums(fwd["policy_logps"], inputs["kl_ref_logps"],
-                                                       inputs["completion_mask"])
-                self._upd["kl_sum"].append(kl_sum)
-                self._upd["kl_tok"].append(n_tok)
-        if self.refine_target is not None:
-            # MODE dynamic: L = L_DAPO + λ·L_DC
-            l_dc = self._dynamic_constraint(model, inputs, mode, refined_logps=fwd.get("refined_logps"))
-            loss = loss + self.lam * l_dc
-        if self._relift_pending is not None and mode == "train":  # ReLIFT step: L += sft_coef · L_SFT
-            loss = loss + self._relift_sft(model)
-        return loss
-
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        """TRL's per-token log-probs. Inside ``_compute_loss`` (its first call there is the policy forward of
-        L_DAPO) two things ride along (issue 8, ``speed``): the kept (x, y') rows are appended to the same forward
-        (``fuse_dc_forward``: their log-probs are L_DC's -CE), and π_θ's log-probs are kept for the KL log."""
-        fwd = self._loss_forward
-        if fwd is None or "policy_logps" in fwd:
-            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
-                                                              *args, **kwargs)
-        if fwd["refined"] is None:
-            logps, ent, aux = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
-                                                                         logits_to_keep, *args, **kwargs)
-        else:
-            keep, refined_ids, refined_attn = fwd["refined"]
-            keep = keep.bool()
-            n, T, R = input_ids.size(0), logits_to_keep, refined_ids.size(1)
-            P, W = input_ids.size(1) - T, max(T, R)
-            pad = self.processing_class.pad_token_id or 0
-            ids = torch.cat([
-                torch.nn.functional.pad(input_ids, (0, W - T), value=pad),
-                torch.cat([input_ids[keep, :P], torch.nn.functional.pad(refined_ids[keep], (0, W - R), value=pad)], 1),
-            ])
-            mask = torch.cat([
-                torch.nn.functional.pad(attention_mask, (0, W - T)),
-                torch.cat([attention_mask[keep, :P], torch.nn.functional.pad(refined_attn[keep], (0, W - R))], 1),
-            ])
-            logps, ent, aux = super()._get_per_token_logps_and_entropies(model, ids, mask, W, *args, **kwargs)
-            fwd["refined_logps"] = logps[n:, :R]
-            logps, ent = logps[:n, :T], (ent[:n, :T] if ent is not None else None)
-        fwd["policy_logps"] = logps.detach()
-        return logps, ent, aux
+    def _reference_kl(self, batch: dict, step: int) -> float:
+        """The reference's log-probs of the sampled tokens; returns KL(π_θ‖π_ref) when π_θ's side is at hand now,
+        else NaN and leaves ``kl_ref_logps`` in the batch for the loss forward (exact when TRL skips
+        ``old_per_token_logps``: steps_per_generation · num_iterations = 1) or nothing (``kl_every``)."""
+        ref_logps = batch.get("ref_per_token_logps")  # MODE static: TRL computed them for the loss
+        every = self.cfg.speed.kl_every
+        if ref_logps is None and not (every > 0 and (step - 1) % every == 0):
+            return float("nan")
+        with torch.no_grad():
+            ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+            attn = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+            T = batch["completion_ids"].size(1)
+            if ref_logps is None:
+                ref_logps = self._get_per_token_logps_and_entropies(self.reference, ids, attn, T)[0]
+            pol_logps = batch.get("old_per_token_logps")
+            if pol_logps is None and self.cfg.speed.kl_from_loss:
+                batch["kl_ref_logps"] = ref_logps
+                return float("nan")
+            if pol_logps is None:
+                pol_logps = self._get_per_token_logps_and_entropies(self.model, ids, attn, T)[0]
+            kl_sum, n_tok = self._gathered_kl_sums(pol_logps, ref_logps, batch["completion_mask"])
+        return kl_sum / max(n_tok, 1.0)
 
     def _gathered_kl_sums(self, pol_logps, ref_logps, mask) -> tuple[float, float]:
         """(sum of the per-token KL(π_θ‖π_ref) estimates, token count) over every process's sampled tokens."""
@@ -491,106 +325,245 @@ class DynamicDAPOTrainer(GRPOTrainer):
         both = self.accelerator.gather(torch.stack([kl_tok.sum(), mask.sum().float()]).view(1, 2))
         return both[:, 0].sum().item(), both[:, 1].sum().item()
 
-    def _gathered_kl(self, pol_logps, ref_logps, mask) -> float:
-        """Token-mean KL(π_θ‖π_ref) estimate over every process's sampled tokens."""
-        kl_sum, n_tok = self._gathered_kl_sums(pol_logps, ref_logps, mask)
-        return kl_sum / max(n_tok, 1.0)
+    def _refine(self, rows, responses, task_rewards) -> RefineResult:
+        """y' for every response below the ceiling (``constraint.target`` says who supplies it), scored, filtered."""
+        from trl.models import unwrap_model_for_generation
 
-    def _dynamic_constraint(self, model, inputs, mode: str, refined_logps=None) -> torch.Tensor:
-        """λ's term of Eq. 6 for this micro-batch: CE on kept refined tokens / global kept-token count (rescaled to one
-        accumulation window like DAPO's normaliser), so the micro-batch terms sum to the batch's token mean.
-        ``refined_logps``: log π_θ(y'_t | x, y'_<t) of the kept rows from the fused loss forward (else a forward
-        of its own)."""
-        if "refine_keep" not in inputs:
-            return torch.zeros((), device=inputs["prompt_ids"].device)
-        keep = inputs["refine_keep"].bool()
-        if not keep.any():
-            return torch.zeros((), device=keep.device)
-        mask = inputs["refined_mask"][keep]
-        if refined_logps is not None:
-            ce = -refined_logps * mask.to(refined_logps.dtype)
-        else:
-            ce = policy_ce_on_refined(model, inputs["prompt_ids"][keep], inputs["prompt_mask"][keep],
-                                      inputs["refined_ids"][keep], inputs["refined_attn"][keep]) * mask
-        scale = self.accelerator.num_processes
-        if mode == "train":
-            scale = scale / (self.current_gradient_accumulation_steps / self.args.steps_per_generation)
-        ones = torch.ones(int(keep.sum()), dtype=torch.bool, device=keep.device)
-        if self.cfg.constraint.normalize == "token":
-            norm = inputs["num_refined_tokens"].float() / scale
-            l_dc = dynamic_constraint_loss(ce, mask, ones, "token", num_tokens=norm)
-        else:
-            norm = inputs["num_refined_seqs"].float() / scale
-            l_dc = dynamic_constraint_loss(ce, mask, ones, "sequence") * ones.sum() / norm.clamp(min=1.0)
-        if mode == "train":
-            self._upd["ce_sum"].append((ce * mask).sum().detach().item())
-            self._upd["ce_tok"].append(mask.sum().item())
-        return l_dc
+        kwargs = dict(reward_fn=self.components.reward_fn, tokenizer=self.processing_class,
+                      max_reward=self.components.max_reward, filter_enabled=self.cfg.constraint.filter,
+                      skip_max_reward=self.cfg.refiner.skip_max_reward, timer=self.timer)
+        if self.refine_target != "self":
+            return refine_and_filter(rows, responses, task_rewards, make_refine_fn(self.cfg, self.components),
+                                     **kwargs)
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as policy:  # self-refinement
+            return refine_and_filter(rows, responses, task_rewards, make_refine_fn(self.cfg, self.components, policy),
+                                     **kwargs)
+
+    def _refinement_entries(self, batch: dict, refine: RefineResult) -> dict[str, torch.Tensor]:
+        """What L_DC needs, per row: y' (ids, mask), the tokens with loss (``dc_mask``, ``constraint.ce_scope``),
+        keep, the first-change index k; and the normaliser Z over the whole generation batch (0-dim, global)."""
+        dev = batch["completion_ids"].device
+        refine.to(dev)
+        dc_mask, k = dc_loss_mask(batch["completion_ids"], batch["completion_mask"], refine.refined_ids,
+                                  refine.refined_mask, self.cfg.constraint.ce_scope)
+        z = constraint_normalizer(dc_mask, refine.keep, self.cfg.constraint.normalize)
+        rewards = [float("nan") if r is None else float(r) for r in refine.rewards]
+        return {"refined_ids": refine.refined_ids, "refined_mask": refine.refined_mask, "dc_mask": dc_mask,
+                "refine_keep": refine.keep, "first_change": k, "refined_reward": torch.tensor(rewards, device=dev),
+                "dc_normalizer": self.accelerator.gather(z).sum()}
 
     # ------------------------------------------------------------------------------------------------------------
-    # logging: one metrics row per RL step
+    # 4. the loss
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        super().log(logs, start_time)  # merges TRL's averaged metrics into `logs`
-        if "loss" not in logs or not self._row:
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"]
+        dynamic = "refine_keep" in inputs
+        # ---- one policy forward: log π_θ(y_t | x, y_<t) at the rollout temperature; CE on y' for L_DC
+        logps, entropy, dc_ce = self._policy_forward(model, inputs, dynamic)
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old  # one optimiser step per batch: π_old = π_θ
+        advantages = inputs["advantages"].unsqueeze(1)
+        # ---- L_DAPO: token-level clipped surrogate with clip-higher (TRL's loss_type="dapo")
+        ratio = torch.exp(logps - old)
+        clipped = torch.clamp(ratio, 1 - self.epsilon_low, 1 + self.epsilon_high)
+        per_token = -torch.min(ratio * advantages, clipped * advantages)
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            per_token = per_token * inputs["importance_sampling_ratio"]
+        # ---- MODE static: + β·KL(π_θ‖π_ref) per token (k3; times ρ_t with TRL's use_bias_correction_kl)
+        if self.beta != 0.0:
+            kl = static_kl(logps, inputs["ref_per_token_logps"], "k3")
+            per_token = per_token + self.beta * (kl * ratio if self.args.use_bias_correction_kl else kl)
+        loss = (per_token * mask).sum() / self._per_micro_batch(inputs["num_items_in_batch"].clamp(min=1.0), mode)
+        self._log_loss_stats(mode, inputs, loss, logps, entropy, ratio, advantages)
+        # ---- MODE dynamic: + λ·L_DC (Eq. 6), Z = the generation batch's kept tokens (or sequences)
+        if dynamic:
+            keep, dc_mask = inputs["refine_keep"].bool(), inputs["dc_mask"]
+            z = self._per_micro_batch(inputs["dc_normalizer"].float(), mode)
+            l_dc = dynamic_constraint_loss(dc_ce, dc_mask, keep, self.cfg.constraint.normalize, normalizer=z)
+            loss = loss + self.lam * l_dc
+            if mode == "train":
+                kept_mask = dc_mask * keep.unsqueeze(1)
+                self._log_step({"dynamic_ce_sum": (dc_ce.detach() * kept_mask).sum().item(),
+                                "dynamic_ce_tok": kept_mask.sum().item()})
+        return loss
+
+    def _per_micro_batch(self, count: torch.Tensor, mode: str) -> torch.Tensor:
+        """A generation-batch count (global) as this micro-batch's normaliser, the way TRL's DAPO loss does it: the
+        micro-batch terms then sum to the batch mean over processes and accumulation steps."""
+        z = count / self.accelerator.num_processes
+        if mode == "train":
+            z = z * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return z
+
+    def _policy_forward(self, model, inputs, dynamic: bool):
+        """(logps (B, T) at the rollout temperature, entropy (B, T), dc_ce (B, R) or None).
+
+        dc_ce is CE_t = -log π_θ(y'_t | x, y'_<t) at temperature 1 (0 on rows that are not kept). Prefix-shared
+        (``self.prefix_shared``): the kept rows whose y' departs from y get one forward over x ⊕ y ⊕ y'_≥k with a
+        block mask (``prefix_shared_inputs``); the other rows TRL's forward over x ⊕ y, which also gives the CE of a
+        kept y' that is a prefix of y. Otherwise: TRL's forward over every x ⊕ y, plus a separate one over the kept
+        rows' x ⊕ y'."""
+        p_ids, p_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        c_ids, c_mask = inputs["completion_ids"], inputs["completion_mask"]
+        B, T = c_ids.shape
+        ids, attn = torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1)
+        if not dynamic:
+            logps, entropy, _ = self._get_per_token_logps_and_entropies(model, ids, attn, T, compute_entropy=True)
+            return logps, entropy, None
+        keep, k = inputs["refine_keep"].bool(), inputs["first_change"]
+        y2_ids, y2_mask = inputs["refined_ids"], inputs["refined_mask"]
+        packed = keep & (y2_mask.sum(1) > k) if self.prefix_shared else torch.zeros_like(keep)
+        logps = torch.zeros((B, T), device=c_ids.device)
+        entropy = torch.zeros((B, T), device=c_ids.device)
+        dc_ce = torch.zeros(y2_ids.shape, device=c_ids.device)
+        if (~packed).any():  # x ⊕ y (TRL's forward)
+            lp, ent, _ = self._get_per_token_logps_and_entropies(model, ids[~packed], attn[~packed], T,
+                                                                 compute_entropy=True)
+            logps[~packed], entropy[~packed] = lp.float(), ent.float()
+        if packed.any():  # x ⊕ y ⊕ y'_≥k: y'_<k = y_<k shares the forward of x ⊕ y
+            pk = prefix_shared_inputs(p_ids[packed], p_mask[packed], c_ids[packed], c_mask[packed], y2_ids[packed],
+                                      y2_mask[packed], k[packed], keep[packed], pad_id(self.processing_class))
+            impl = self.accelerator.unwrap_model(model).config._attn_implementation
+            mask4 = attention_mask_4d(pk["allowed"], impl, next(model.parameters()).dtype)
+            with self.accelerator.autocast():
+                out = model(input_ids=pk["input_ids"], attention_mask=mask4, position_ids=pk["position_ids"],
+                            shift_labels=pk["shift_labels"], fused_lm_head=True)
+            logps[packed] = out.log_probs[:, pk["y_cols"]].float()
+            entropy[packed] = out.entropy[:, pk["y_cols"]].float()
+            dc_ce[packed] = -out.log_probs.gather(1, pk["y2_cols"]).float()
+        if self.prefix_shared:  # a kept y' that is a prefix of y (k = |y'|): its CE is y's log-prob
+            prefix = keep & ~packed
+            R = min(T, y2_ids.shape[1])
+            dc_ce[prefix, :R] = -logps[prefix, :R]
+        elif keep.any():  # the separate forward over x ⊕ y', untempered
+            dc_ce[keep] = -token_logps(model, p_ids[keep], p_mask[keep], y2_ids[keep], y2_mask[keep])[0].float()
+        return logps, entropy, dc_ce
+
+    # ------------------------------------------------------------------------------------------------------------
+    # logging: values go to TRL's _metrics; RunLogger writes one row per RL step
+
+    def _log_step(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self._metrics["train"][STEP + k].append(float(v))
+
+    def _log_loss_stats(self, mode, inputs, loss, logps, entropy, ratio, advantages) -> None:
+        if mode != "train":
             return
-        u = self._upd
-        u["loss"].append(logs["loss"])
-        u["entropy"].append(logs.get("entropy", float("nan")))
-        u["clip_frac"].append(logs.get("clip_ratio/region_mean", float("nan")))
-        u["grad_norm"].append(logs.get("grad_norm", float("nan")))
-        u["learning_rate"].append(logs.get("learning_rate", float("nan")))
-        if self.state.global_step % self.opt_steps_per_rl_step:
-            return
-        step_time = time.perf_counter() - self._t_step0
-        pre = sum(self.timer.totals.get(p, 0.0) for p in ("rollout", "reward", "refine"))
-        self.timer.add("update", step_time - pre)
-        self.timer.add("step", step_time)
-        if u["kl_tok"]:  # speed.kl_from_loss: measured in the loss forward
-            self._row["kl"] = sum(u["kl_sum"]) / max(sum(u["kl_tok"]), 1.0)
-        row = metric_row(
-            self.rl_step,
-            **self._row,
-            dynamic_ce=(sum(u["ce_sum"]) / max(sum(u["ce_tok"]), 1)) if u["ce_tok"] and sum(u["ce_tok"]) else
-            (0.0 if self.refine_target is not None else float("nan")),
-            entropy=nanmean(u["entropy"]),
-            clip_frac=nanmean(u["clip_frac"]),
-            learning_rate=u["learning_rate"][-1],
-            loss=nanmean(u["loss"]),
-            policy_loss=nanmean(u["policy_loss"]),
-            grad_norm=nanmean(u["grad_norm"]),
-            optimizer_step=self.state.global_step,
-            **self.timer.as_columns(),
+        mask = inputs["completion_mask"]
+
+        def global_mean(x):
+            s = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum().float()]).detach(), "sum")
+            return (s[0] / s[1].clamp(min=1.0)).item()
+
+        clipped = (((ratio < 1 - self.epsilon_low) & (advantages < 0))
+                   | ((ratio > 1 + self.epsilon_high) & (advantages > 0))).float()
+        values = {"policy_loss": loss.detach().item(), "entropy": global_mean(entropy), "clip_frac": global_mean(clipped)}
+        if "kl_ref_logps" in inputs:  # speed.kl_from_loss: KL(π_θ‖π_ref) of the sampling policy
+            values["kl_sum"], values["kl_tok"] = self._gathered_kl_sums(logps.detach(), inputs["kl_ref_logps"], mask)
+        self._log_step(values)
+
+    def _rollout_stats(self, batch: dict, picked: Round, rounds: list[Round], rows: list[tuple[int, int]],
+                       kl: float) -> dict[str, float]:
+        """The step's statistics: of the FULL sampled batch (every sampling round; ``reward_mean``,
+        ``group_reward_std``, ``improvement_ratio``, ``kept_frac``, ... and the counts ``n_*``) and, prefixed
+        ``selected_``, of the batch dynamic sampling selected (what the loss sees). With ``refine_scope:
+        selected`` the rollouts of dropped groups were never refined: they count as not refined, not improved."""
+        G, maxr, pad = self.G, self.components.max_reward, pad_id(self.processing_class)
+        refine, full_refine = picked.refine, None
+        every = [(r, i) for r, rnd in enumerate(rounds) for i in range(len(rnd.rows))]
+        if refine is not None and self.cfg.constraint.refine_scope == "sampled":  # every round was refined
+            full_refine = take_refinements([r.refine for r in rounds], every, pad)
+        elif refine is not None:  # the selected rows' refinements, and nothing for the rows that were dropped
+            where = {rc: j for j, rc in enumerate(rows)}
+            nothing = _unrefined(len(every), refine.refined_ids.device)
+            full_refine = take_refinements([refine, nothing], [(0, where[rc]) if rc in where else (1, j)
+                                                               for j, rc in enumerate(every)], pad)
+        full = rollout_stats([x for r in rounds for x in r.task_reward], G, maxr, full_refine)
+        selected = rollout_stats(picked.task_reward, G, maxr, refine)
+        n_groups = len(picked.rows) // G
+        n_ok = sum(sum(informative_groups(r.reward, G)) for r in rounds)
+        stats = dict(
+            **full,
+            **{f"selected_{k}": v for k, v in selected.items() if not k.startswith("n_")},
+            kl=kl,
+            response_length=batch["completion_mask"].sum(1).float().mean().item(),
+            shaped_reward_mean=nanmean(picked.reward),
+            sampling_rounds=len(rounds),
+            informative_groups=n_ok,
+            frac_reward_zero_std=1.0 - min(n_ok, n_groups) / n_groups,
         )
-        if self.relift is not None:
-            row["relift_sft_ce"] = nanmean(u["relift_sft_ce"])
-        if self.accelerator.is_main_process:
-            self.run.log_metrics(row)
-            if self.args.report_to and self.args.report_to != ["none"]:  # the study's row to TRL's trackers too
-                self.callback_handler.on_log(self.args, self.state, self.control, tracker_values(row, "study/"))
-            if self._bar is not None:
-                self._bar.update(1)
-                self._bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.4f}")
-        self._row = {}
+        if refine is not None:
+            stats.update(skipped_max_reward=refine.n_skipped_max, refined_distinct=refine.n_distinct)
+        stats.update({f"time_{k}": v for k, v in self.timer.totals.items()})
+        return stats
+
+    def _log_samples(self, step: int, picked: Round, batch) -> None:
+        n = self.cfg.samples_per_step
+        if n <= 0 or not self.accelerator.is_main_process:
+            return
+        comp_ids = [ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"])]
+        ce = refined_ce_for_samples(self.accelerator.unwrap_model(self.model), batch["prompt_ids"],
+                                    batch["prompt_mask"], picked.refine, n)
+        self.run.log_samples(sample_rows(step, picked.rows, picked.responses, comp_ids, picked.task_reward,
+                                         picked.refine, ce, self.processing_class, n))
 
 
-class _Bar(TrainerCallback):
-    """A tqdm bar over RL steps (replaces Trainer's per-optimiser-step bar that prints every log dict)."""
+class RunLogger(TrainerCallback):
+    """One metrics.jsonl row per RL step, from TRL's log of that step (``logging_steps`` = optimiser steps per RL
+    step), and a tqdm bar over RL steps (in place of Trainer's per-optimiser-step bar)."""
 
     def __init__(self, trainer: DynamicDAPOTrainer, total: int):
-        self.trainer, self.total = trainer, total
+        self.trainer, self.total, self.bar = trainer, total, None
 
     def on_train_begin(self, args, state, control, **kw):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
             done = state.global_step // self.trainer.opt_steps_per_rl_step
-            self.trainer._bar = tqdm(total=self.total, initial=done, desc=f"dapo/{self.trainer.mode}", unit="step")
+            self.bar = tqdm(total=self.total, initial=done, desc=f"dapo/{self.trainer.mode}", unit="step")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
+            return
+        tr = self.trainer
+        v = {k[len(STEP):]: (float("nan") if x is None else x) for k, x in logs.items() if k.startswith(STEP)}
+        for key in [k[: -len("_sum")] for k in v if k.endswith("_sum")]:  # token means: Σ over tokens / count
+            total, n = v.pop(key + "_sum"), v.pop(key + "_tok", float("nan"))
+            if n == n and n > 0:
+                v[key] = total / n
+        if tr.refine_target is not None:
+            v.setdefault("dynamic_ce", 0.0)  # no kept token this step: L_DC = 0
+        if "relift_buffer" in v:
+            v.setdefault("relift_sft_ce", float("nan"))  # SFT did not fire
+        times = {k: v.pop(k) for k in list(v) if k.startswith("time_")}
+        step_time = time.perf_counter() - tr.timer.t0
+        pre = sum(times.get(f"time_{p}", 0.0) for p in ("rollout", "reward", "refine"))
+        timer = StepTimer()
+        for k, x in times.items():
+            timer.add(k[len("time_"):], x)
+        timer.add("update", step_time - pre)
+        timer.add("step", step_time)
+        row = metric_row(
+            state.global_step // tr.opt_steps_per_rl_step,
+            **v,
+            learning_rate=logs.get("learning_rate", float("nan")),
+            loss=logs["loss"],
+            grad_norm=logs.get("grad_norm", float("nan")),
+            optimizer_step=state.global_step,
+            **timer.as_columns(),
+        )
+        tr.run.log_metrics(row)
+        if args.report_to and args.report_to != ["none"]:  # the study's row to TRL's trackers too
+            tr.callback_handler.on_log(args, state, control, tracker_values(row, "study/"))
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.4f}")
 
     def on_train_end(self, args, state, control, **kw):
-        if self.trainer._bar is not None:
-            self.trainer._bar.close()
-            self.trainer._bar = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -636,6 +609,7 @@ def grpo_args(cfg, output_dir: str | Path, device: str) -> GRPOConfig:
         epsilon=cfg.dapo.epsilon_low,
         epsilon_high=cfg.dapo.epsilon_high,
         beta=0.0,  # MODE static sets β on the trainer, anchored at components.reference (see DynamicDAPOTrainer)
+        use_bias_correction_kl=cfg.constraint.kl_bias_correction,  # explicit: TRL 1.16 changed its default
         num_generations=G,
         per_device_train_batch_size=mini // world,
         steps_per_generation=spg,
@@ -658,7 +632,7 @@ def grpo_args(cfg, output_dir: str | Path, device: str) -> GRPOConfig:
         use_cpu=device == "cpu",
         bf16=cfg.dtype == "bfloat16" and device != "cpu",
         fp16=cfg.dtype == "float16",
-        logging_steps=1,
+        logging_steps=spg * cfg.dapo.num_iterations,  # one log (= one metrics row) per RL step
         save_strategy="steps",
         save_steps=(cfg.checkpoint_every or cfg.steps) * spg * cfg.dapo.num_iterations,
         save_total_limit=1,  # only the latest checkpoint is resumed from
@@ -684,7 +658,10 @@ def build_trainer(cfg, components, run) -> DynamicDAPOTrainer:
     if cfg.dapo.overlong_buffer > 0:
         reward_funcs.append(get_soft_overlong_punishment(cfg.rollout.max_completion_length,
                                                          cfg.dapo.overlong_buffer))
-    trainer = DynamicDAPOTrainer(
+    cls = DynamicDAPOTrainer
+    if cfg.relift.enabled:
+        from study.trainers.relift import ReLIFTTrainer as cls
+    trainer = cls(
         model=components.policy,
         reward_funcs=reward_funcs,
         args=args,
@@ -695,7 +672,7 @@ def build_trainer(cfg, components, run) -> DynamicDAPOTrainer:
         run=run,
     )
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_Bar(trainer, cfg.steps))
+    trainer.add_callback(RunLogger(trainer, cfg.steps))
     return trainer
 
 
@@ -740,7 +717,6 @@ def train_dapo(cfg, components, run) -> dict:
         resume = str(ck)
         done_steps = int(ck.name.split("-")[-1]) // trainer.opt_steps_per_rl_step
         run.truncate_to_step(done_steps)
-        trainer.rl_step = done_steps
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - t0
@@ -750,7 +726,7 @@ def train_dapo(cfg, components, run) -> dict:
     return {
         "trainer": "dapo",
         "mode": cfg.constraint.mode,
-        "steps": trainer.rl_step,
+        "steps": trainer.state.global_step // trainer.opt_steps_per_rl_step,
         "optimizer_steps": trainer.state.global_step,
         "wall_seconds": round(wall, 2),
         "seconds_per_step": round(wall / max(cfg.steps, 1), 3),

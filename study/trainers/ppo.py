@@ -23,7 +23,8 @@ Loss terms (per token, averaged over all response tokens of the minibatch, i.e. 
     ρ_t      = exp(log π_θ(y_t) − log π_old(y_t))
     L_CLIP   = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε))                      (Schulman et al. 2017, Eq. 7)
     L_V      = 0.5 · mean_t max((V_t − R_t)², (V_old,t + clip(V_t − V_old,t, ±ε_v) − R_t)²)
-    L_DC     = Σ kept refined tokens −log π_θ(y'_t | x, y'_<t) / #kept tokens        (paper Eq. 6, token-normalised)
+    L_DC     = Σ kept refined tokens −log π_θ(y'_t | x, y'_<t) / Z, Z = the minibatch's kept tokens    (Eq. 6;
+               ``study.constraint.dynamic_constraint_loss`` with ``constraint.normalize``)
     entropy  = mean_t H(π_θ(·|x, y_<t))                                              (logged, not in the loss)
     logged ``loss`` = L_CLIP + λ·L_DC + vf_coef·L_V, averaged over the iteration's minibatches
 
@@ -60,21 +61,20 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from study.constraint import dynamic_constraint_loss, first_difference_mask, masked_mean, static_kl
+from study.constraint import constraint_normalizer, dc_loss_mask, dynamic_constraint_loss, masked_mean, static_kl
 from study.prompts import solve_messages
+from study.tokens import cut_at_eos, eos_ids, pad_id, pad_left, pad_right, token_logps
 from study.trainers.common import (
     MetricTracker,
     RefineResult,
     StepTimer,
     as_row,
-    dataset_fn,
-    group_reward_std,
+    make_refine_fn,
     metric_row,
-    policy_ce_on_refined,
     refine_and_filter,
-    refiner_fn,
+    refined_ce_for_samples,
+    rollout_stats,
     sample_rows,
     score,
 )
@@ -160,22 +160,6 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # forward passes over x ⊕ y (left-padded prompt, right-padded response)
 
 
-def response_logps(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log π(y_t | x, y_<t) at ``temperature`` (B, T), and the per-token entropy when asked."""
-    T = response_ids.shape[1]
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=T + 1).logits
-    logits = logits[:, -(T + 1):-1].float() / temperature  # position t predicts response token t
-    logp_all = F.log_softmax(logits, dim=-1)
-    logps = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logps, entropy
-
-
 def response_values(critic: ValueModel, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
     """V(s_t) (B, T): the value at the position that predicts response token t."""
     T = response_ids.shape[1]
@@ -212,55 +196,24 @@ def encode_prompts(tokenizer, problems, task: str, max_prompt_length: int) -> li
     return out
 
 
-def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    L = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), L), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, L - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, L - len(s):] = 1
-    return ids, mask
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    e = model.generation_config.eos_token_id
-    if e is None:
-        e = tokenizer.eos_token_id
-    return set(e if isinstance(e, (list, tuple)) else [e])
-
-
 @torch.no_grad()
 def sample_rollout(policy, tokenizer, problems: list, cfg, device) -> Rollout:
     """y ~ π_θ(·|x): ``model.generate`` on left-padded prompt ids, cut at the first EOS (kept as an action)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     prompts = encode_prompts(tokenizer, problems, cfg.refiner.task, cfg.rollout.max_prompt_length)
-    prompt_ids, prompt_mask = pad_left(prompts, pad_id)
+    prompt_ids, prompt_mask = pad_left(prompts, pad)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     was_training = policy.training
     policy.eval()
     out = policy.generate(
         input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.rollout.max_completion_length,
-        do_sample=True, temperature=cfg.rollout.temperature, top_k=0, top_p=1.0, pad_token_id=pad_id,
+        do_sample=True, temperature=cfg.rollout.temperature, top_k=0, top_p=1.0, pad_token_id=pad,
     )
     policy.train(was_training)
     eos = eos_ids(policy, tokenizer)
-    token_ids, truncated = [], []
-    for row in out[:, prompt_ids.shape[1]:].tolist():
-        ids = []
-        for t in row:
-            ids.append(t)
-            if t in eos:
-                break
-        truncated.append(not ids or ids[-1] not in eos)
-        token_ids.append(ids)
-    T = max(1, max(len(s) for s in token_ids))
-    response_ids = torch.full((len(token_ids), T), pad_id, dtype=torch.long)
-    response_mask = torch.zeros((len(token_ids), T), dtype=torch.long)
-    for i, s in enumerate(token_ids):
-        if s:
-            response_ids[i, :len(s)] = torch.tensor(s)
-            response_mask[i, :len(s)] = 1
+    cuts = [cut_at_eos(row, eos) for row in out[:, prompt_ids.shape[1]:].tolist()]
+    token_ids, truncated = [ids for ids, _ in cuts], [not ended for _, ended in cuts]
+    response_ids, response_mask = pad_right(token_ids, pad)
     texts = tokenizer.batch_decode(token_ids, skip_special_tokens=True)
     return Rollout(list(problems), prompt_ids, prompt_mask, response_ids.to(device), response_mask.to(device),
                    texts, token_ids, truncated)
@@ -374,41 +327,6 @@ def load_checkpoint(path: Path, policy, critic, opt_actor, opt_critic, sched_act
 # the trainer
 
 
-def make_refine_fn(cfg, components):
-    """Who supplies y' (``constraint.target``): the refiner (frozen π_ref by default), the current policy, or the
-    dataset's reference solution."""
-    target = cfg.constraint.target
-    if target == "dataset":
-        return dataset_fn(components.tokenizer)
-    if target == "self":
-        from study.refiner import Refiner
-
-        r = cfg.refiner
-        return refiner_fn(Refiner(components.policy, components.tokenizer, task=r.task,
-                                  max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                                  batch_size=r.batch_size))
-    if components.refiner is None:
-        from study.errors import UserError
-
-        raise UserError("constraint.mode: dynamic needs a refiner (components.refiner is None)")
-    return refiner_fn(components.refiner)
-
-
-@torch.no_grad()
-def refined_ce_for_samples(policy, roll: Rollout, ref: RefineResult | None, n: int) -> torch.Tensor | None:
-    """(N, R) policy CE on y' for the rows ``sample_rows`` will log (kept first, then refined), 0 elsewhere."""
-    if ref is None or n <= 0:
-        return None
-    keep = ref.keep.tolist()
-    order = [i for i in range(ref.n) if keep[i]] + [i for i in range(ref.n) if ref.refined[i] and not keep[i]]
-    ce = torch.zeros(ref.refined_ids.shape, device=ref.refined_ids.device)
-    rows = torch.tensor(order[:n], dtype=torch.long, device=ref.refined_ids.device)
-    if len(rows):
-        ce[rows] = policy_ce_on_refined(policy, roll.prompt_ids[rows], roll.prompt_mask[rows],
-                                        ref.refined_ids[rows], ref.refined_mask[rows])
-    return ce
-
-
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -481,9 +399,8 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                 ref = refine_and_filter(rows, roll.texts, scores_list, refine_fn, components.reward_fn, tokenizer,
                                         max_reward=components.max_reward, filter_enabled=cfg.constraint.filter,
                                         skip_max_reward=cfg.refiner.skip_max_reward).to(device)
-                dc_mask = ref.refined_mask
-                if cfg.constraint.ce_scope == "from_first_diff":
-                    dc_mask = first_difference_mask(roll.response_ids, ref.refined_ids, ref.refined_mask)
+                dc_mask, _ = dc_loss_mask(roll.response_ids, mask, ref.refined_ids, ref.refined_mask,
+                                          cfg.constraint.ce_scope)
 
         # ---- 4. old log-probs, reference log-probs, values (no grad) ----------------------------------------
         with timer("score"), torch.no_grad():
@@ -492,11 +409,11 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             old_values = torch.zeros(mask.shape, device=device)
             for s in _chunks(N, mb):
                 args = (roll.prompt_ids[s], roll.prompt_mask[s], roll.response_ids[s], mask[s])
-                old_logps[s] = response_logps(policy, *args, temperature=temperature)[0]
-                ref_logps[s] = response_logps(reference, *args, temperature=temperature)[0]
+                old_logps[s] = token_logps(policy, *args, temperature=temperature)[0]
+                ref_logps[s] = token_logps(reference, *args, temperature=temperature)[0]
                 old_values[s] = response_values(critic, *args)
             kl_t = static_kl(old_logps, ref_logps, cfg.constraint.kl_estimator) * mask  # (N, T) per token
-            ce_samples = refined_ce_for_samples(policy, roll, ref, cfg.samples_per_step)
+            ce_samples = refined_ce_for_samples(policy, roll.prompt_ids, roll.prompt_mask, ref, cfg.samples_per_step)
 
         # ---- 5. per-token rewards; MODE: static adds −β·KL_t (Eq. 2-3 as a reward penalty) -------------------
         # ---- 6. GAE over response tokens, returns, whitened advantages ---------------------------------------
@@ -518,19 +435,21 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                     idx = perm[s]
                     args = (roll.prompt_ids[idx], roll.prompt_mask[idx], roll.response_ids[idx], mask[idx])
                     # actor: L_CLIP
-                    logps, entropy = response_logps(policy, *args, temperature=temperature, with_entropy=True)
+                    logps, entropy = token_logps(policy, *args, temperature=temperature, with_entropy=True)
                     pg_loss, clip_frac = policy_loss(logps, old_logps[idx], advantages[idx], mask[idx],
                                                      cfg.ppo.clip_range)
                     actor_loss = pg_loss
-                    # MODE: dynamic -- + λ · L_DC on this minibatch's kept refined pairs (Eq. 6)
+                    # MODE: dynamic -- + λ · L_DC on this minibatch's kept refined pairs (Eq. 6), normalised
+                    # over this minibatch (Z: its kept tokens or sequences)
                     dc_loss = None
                     if ref is not None:
                         kept = idx[ref.keep[idx]]
                         if len(kept):
-                            ce = policy_ce_on_refined(policy, roll.prompt_ids[kept], roll.prompt_mask[kept],
-                                                      ref.refined_ids[kept], ref.refined_mask[kept])
+                            ce = -token_logps(policy, roll.prompt_ids[kept], roll.prompt_mask[kept],
+                                              ref.refined_ids[kept], ref.refined_mask[kept])[0]
+                            z = constraint_normalizer(dc_mask[idx], ref.keep[idx], cfg.constraint.normalize)
                             dc_loss = dynamic_constraint_loss(ce, dc_mask[kept], ref.keep[kept],
-                                                              normalize=cfg.constraint.normalize)
+                                                              cfg.constraint.normalize, normalizer=z)
                             actor_loss = actor_loss + lam_dc * dc_loss
                     opt_actor.zero_grad(set_to_none=True)
                     actor_loss.backward()
@@ -567,18 +486,11 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             return sum(xs) / len(xs) if xs else float("nan")
 
         n_tokens = mask.sum(-1).float()
-        pass_rate = (float((scores >= components.max_reward).float().mean())
-                     if components.max_reward is not None else float("nan"))
         row = metric_row(
             step,
-            reward_mean=scores.mean().item(),
-            reward_std=scores.std(unbiased=False).item(),
-            group_reward_std=group_reward_std(scores_list, G) if G > 1 else float("nan"),
+            **rollout_stats(scores_list, G, components.max_reward, ref),  # rewards, refinements, counts
             kl=kl_t.sum(-1).mean().item(),
             dynamic_ce=mean(stats["dc_loss"]),
-            improvement_ratio=ref.improvement_ratio if ref is not None else float("nan"),
-            refined_frac=ref.refined_frac if ref is not None else float("nan"),
-            kept_frac=ref.kept_frac if ref is not None else float("nan"),
             response_length=n_tokens.mean().item(),
             entropy=mean(stats["entropy"]),
             clip_frac=mean(stats["clip_frac"]),
@@ -598,12 +510,9 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             kl_k1=(static_kl(old_logps, ref_logps, "k1") * mask).sum(-1).mean().item(),
             kl_k3=(static_kl(old_logps, ref_logps, "k3") * mask).sum(-1).mean().item(),
             kl_penalty_mean=(beta * kl_t.sum(-1)).mean().item() if mode == "static" else 0.0,
-            pass_rate=pass_rate,
             truncated_frac=sum(roll.truncated) / N,
             critic_learning_rate=opt_critic.param_groups[0]["lr"],
             kept=ref.n_kept if ref is not None else float("nan"),
-            refined_reward_mean=(mean([r for r in ref.rewards if r is not None]) if ref is not None
-                                 else float("nan")),
         )
         row["time_step"] = time.perf_counter() - t_step
         run.log_metrics(row)
@@ -631,6 +540,6 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
 
 
 __all__ = [
-    "ValueModel", "policy_loss", "value_loss", "token_rewards", "compute_gae", "whiten", "response_logps",
+    "ValueModel", "policy_loss", "value_loss", "token_rewards", "compute_gae", "whiten",
     "response_values", "sample_rollout", "save_checkpoint", "load_checkpoint", "train_ppo",
 ]
