@@ -80,7 +80,7 @@ def run_summary(rows: list[dict]) -> dict[str, float]:
     for k in LEARNING:
         v = last.get(k)
         out[k] = float("nan") if v is None else float(v)  # NaN is written as null
-    for k in ("refined_frac", "refined_distinct"):  # rows sent to the refiner / distinct (x, y) among them
+    for k in ("n_refined", "refined_distinct"):  # rows sent to the refiner / distinct (x, y) among them
         out[f"sum_{k}"] = sum(float(r.get(k) or 0.0) for r in rows)
     out["steps"] = len(rows)
     return out
@@ -156,8 +156,7 @@ def refiner_overhead(repeats: int = 3, steps: int = 5, world: str = "mini", mode
         a = _nanmedian([r[k] for r in results["dapo"]])
         b = _nanmedian([r[k] for r in results["dynamic"]])
         print_fn(f"{'last step ' + k + ' (median)':52s} {a:9.3f} {b:9.3f}" + (f" {slow[k]:9.3f}" if slow else ""))
-    B = cfg_b.rollout.num_prompts * cfg_b.rollout.num_generations
-    sent = statistics.median(r["sum_refined_frac"] * B for r in results["dynamic"])
+    sent = statistics.median(r["sum_n_refined"] for r in results["dynamic"])
     distinct = statistics.median(r["sum_refined_distinct"] for r in results["dynamic"])
     print_fn(f"rollouts sent to the refiner / distinct (x, y) decoded, all steps (median): {sent:.0f} / {distinct:.0f}")
     share = statistics.median(r["time_refine"] / r["time_step"] for r in results["dynamic"])

@@ -174,3 +174,18 @@ def copy_repo(dst: Path) -> Path:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
     return dst
+
+
+def record_rounds(tr) -> list[list]:
+    """Make ``tr`` record the sampling rounds of every step (dropped groups included): returns the list it
+    appends each step's list of ``Round``s to."""
+    seen: list[list] = []
+    sample_rounds = tr._sample_rounds
+
+    def spy(inputs):
+        rounds = sample_rounds(inputs)
+        seen.append(rounds)
+        return rounds
+
+    tr._sample_rounds = spy
+    return seen

@@ -14,7 +14,7 @@ from study.config import ReLIFTConfig, validate_config
 from study.errors import UserError
 from study.generation import Generation
 from study.runs import METRIC_COLUMNS
-from helpers import PROBLEMS, FixedRefiner, dapo_trainer, first_batch, is_target, make
+from helpers import PROBLEMS, FixedRefiner, dapo_trainer, first_batch, is_target, make, record_rounds
 
 from study.tokens import token_logps
 
@@ -92,22 +92,12 @@ def test_relift_buffer_collects_exactly_the_all_fail_groups(tok, tmp_path):
     cfg, comp = make(tok, "none", reward=_by_task, rollout={"num_prompts": 4},
                      dapo={"max_sampling_rounds": 3}, relift={"enabled": True, "sft_every": 100, "buffer_size": 64})
     tr, _ = dapo_trainer(tmp_path, cfg, comp)
-    seen = []  # every sampling round of every step, also the groups dynamic sampling dropped
-    sample_rounds = tr._sample_rounds
-
-    def spy(inputs):
-        rounds = sample_rounds(inputs)
-        seen.extend(rounds)
-        return rounds
-
-    tr._sample_rounds = spy
+    seen = record_rounds(tr)  # every sampling round of every step, also the groups dynamic sampling dropped
     expected: set[str] = set()
     for _ in range(3):
-        seen.clear()
         batch = first_batch(tr)
         G = tr.G
-        assert len(seen) >= 1
-        for rnd in seen:
+        for rnd in seen[-1]:
             for g in range(len(rnd.task_reward) // G):
                 if max(rnd.task_reward[g * G : (g + 1) * G]) < 1.0:
                     expected.add(rnd.rows[g * G]["task_id"])

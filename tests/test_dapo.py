@@ -20,6 +20,7 @@ from helpers import (
     frac_a,
     is_target,
     make,
+    record_rounds,
     step_values,
     text_of,
 )
@@ -296,15 +297,7 @@ def test_statistics_of_the_full_sampled_batch_and_of_the_selected_one(tok, tmp_p
     cfg, comp = make(tok, "dynamic", reward=half_flat, refiner=EditRefiner(tok), rollout={"num_prompts": 4},
                      dapo={"max_sampling_rounds": 4}, constraint={"refine_scope": "selected"})
     tr, _ = dapo_trainer(tmp_path, cfg, comp)
-    seen = []
-    sample_rounds = tr._sample_rounds
-
-    def spy(inputs):
-        rounds = sample_rounds(inputs)
-        seen.append(rounds)
-        return rounds
-
-    tr._sample_rounds = spy
+    seen = record_rounds(tr)
     for _ in range(4):
         tr._metrics["train"].clear()
         batch = first_batch(tr)
