@@ -235,16 +235,23 @@ def evaluate_model(
                  extra=extra, workers=workers, timeout=timeout)
 
 
-POST_TRAINING_PROTOCOL = {"n": 1, "temperature": 0.0, "max_new_tokens": 512, "prompt_mode": "auto"}
+POST_TRAINING_PROTOCOL = {"n": 1, "temperature": 0.0, "prompt_mode": "auto"}
 """How every run's policy is scored after training, and the initial model for comparison (Table 1): greedy
-pass@1 with the chat prompt (the same call for both, so a gain is never a protocol difference)."""
+pass@1 with the chat prompt (the same call for both, so a gain is never a protocol difference). The answer length
+comes from the config (:func:`post_training_protocol`)."""
+
+
+def post_training_protocol(cfg) -> dict:
+    """:data:`POST_TRAINING_PROTOCOL` with the config's ``eval_max_new_tokens``."""
+    return {**POST_TRAINING_PROTOCOL, "max_new_tokens": cfg.eval_max_new_tokens}
 
 
 def evaluate_after_training(model, tokenizer, benchmark: str, cfg, out_dir: str | Path | None = None,
                             progress: bool = True) -> dict:
-    """``evaluate_model`` with :data:`POST_TRAINING_PROTOCOL` on the first ``cfg.eval_limit`` problems."""
+    """``evaluate_model`` with :func:`post_training_protocol` on the first ``cfg.eval_limit`` problems, decoding
+    ``cfg.eval_batch_size`` prompts at once (greedy answers do not depend on it)."""
     return evaluate_model(model, tokenizer, benchmark, limit=cfg.eval_limit, out_dir=out_dir, progress=progress,
-                          **POST_TRAINING_PROTOCOL)
+                          batch_size=cfg.eval_batch_size, **post_training_protocol(cfg))
 
 
 def evaluate_canonical(

@@ -28,9 +28,10 @@ TRAINERS = {
     "ppo": "study.trainers.ppo:train_ppo",
 }
 
-KEY_EXCLUDED = ("name", "checkpoint_every", "model", "reward_model", "refiner.model")
-"""Config fields that are not part of a run key: the run's name and checkpoint interval change no number, and the
-model paths are replaced by the identity of the weights they point to (``run_identity``)."""
+KEY_EXCLUDED = ("name", "checkpoint_every", "eval_batch_size", "model", "reward_model", "refiner.model")
+"""Config fields that are not part of a run key: the run's name, checkpoint interval and eval batch size (greedy
+answers do not depend on it) change no number, and the model paths are replaced by the identity of the weights they
+point to (``run_identity``)."""
 
 
 @dataclass
