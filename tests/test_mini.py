@@ -24,6 +24,14 @@ def test_generation_is_deterministic():
     assert len({p.task_id for p in a}) == 60
 
 
+def test_held_out_split_is_large_and_extends_the_old_one():
+    """Issue 18: >= 1,000 held-out problems; a longer split only appends to the stream (same first problems)."""
+    test = load_split("test", "mini")
+    assert len(test) >= 1000
+    assert _snapshot(test[:200]) == _snapshot(generate_problems(0, 200, "test"))
+    assert _snapshot(generate_problems(0, 50, "train")) == _snapshot(load_split("train", "mini")[:50])
+
+
 def test_splits_are_disjoint_and_well_formed():
     train, test = load_split("train", "mini"), load_split("test", "mini")
     assert len(train) == P.PROFILES["mini"]["train"] and len(test) == P.PROFILES["mini"]["test"]
