@@ -56,11 +56,13 @@ class ConstraintConfig(_Strict):
     """Keep only refinements with r(y') > r(y) (Eq. 6's filter); ``False`` is the App. B ablation."""
     ce_scope: Literal["full", "from_first_diff"] = "full"
     """CE over the whole refined response (paper) or from the first token where y' departs from y (issue 9)."""
-    normalize: Literal["token", "sequence", "rollout"] = "token"
-    """L_DC's normaliser (``study.constraint``): the mean CE over all kept tokens (``token``), the mean of the kept
-    sequences' mean CE (``sequence``), or Eq. 6 as the paper writes it, an expectation over ALL rollouts
-    (``rollout``: the kept sequences' mean CE summed, divided by the number of rollouts N, so the constraint weakens
-    as fewer refinements are kept: Fig. 5b's self-annealing). ``token``/``sequence`` scale λ by N/K for K kept."""
+    normalize: Literal["token", "sequence", "rollout"] = "rollout"
+    """L_DC's normaliser (``study.constraint``). Default ``rollout``: Eq. 6 as the paper writes it, an expectation
+    over ALL N rollouts (the kept sequences' mean CE summed, divided by N), so the constraint weakens as fewer
+    refinements are kept, which is what the paper calls self-annealing (Sec. 4.2: "strong guidance early in training
+    and relaxes as the policy becomes competent"; Fig. 5b). ``token`` (the mean CE over all kept tokens, the
+    default before issue 18) and ``sequence`` (the mean of the kept sequences' mean CE) average over the K kept
+    pairs only, which scales λ by N/K and keeps the pull per kept pair constant however few are kept."""
     refine_scope: Literal["sampled", "selected"] = "sampled"
     """DAPO: which rollouts go to the refiner. ``sampled``: every sampling round's, right after scoring, before
     dynamic sampling selects; a group counts as selectable when its rewards differ OR it has a kept refinement, so
@@ -310,15 +312,12 @@ class TrainConfig(_Strict):
         if self.vllm == VLLMConfig():  # added later (issue 6): the same
             d.pop("vllm")
         d.pop("report_to")  # where metrics are also sent changes nothing that is learned
-<<<<<<< HEAD
         for section, key, old, moot in LATE_FIELDS:  # as before the field existed, where it changes nothing
             if section in d and (d[section].get(key) == old or moot(self)):
                 d[section].pop(key, None)
-=======
         d.pop("eval_batch_size")  # greedy answers do not depend on it
         if self.eval_max_new_tokens == 512:  # added later (issue 18): the default keeps earlier runs' hashes
             d.pop("eval_max_new_tokens")
->>>>>>> issue18-regime
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
