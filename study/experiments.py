@@ -60,6 +60,10 @@ class Profile:
     reference: dict[str, Any] = field(default_factory=dict)
     """``{mini_profile: NAME}`` or ``{path: DIR}``: the reference model notebooks 00/walkthrough inspect."""
     description: str = ""
+    notebooks: list[str] | None = None
+    """Notebooks ``study reproduce`` runs for this profile when ``--only`` is not given (all when unset): a profile
+    without the runs of some notebook (the main ``mini`` job leaves notebook 08's arms to ``mini-full``) names the
+    others, and ``--check`` holds it to those."""
 
     @property
     def base_dir(self) -> Path:
@@ -130,9 +134,12 @@ def load_profile(profile: str | Path | Profile) -> Profile:
     groups = raw.get("groups") or {}
     if not isinstance(groups, dict):
         raise UserError(f"{p}: groups must be a mapping")
+    nbs = raw.get("notebooks")
+    if nbs is not None and not (isinstance(nbs, list) and all(isinstance(n, str) for n in nbs)):
+        raise UserError(f"{p}: notebooks must be a list of notebook names")
     return Profile(name=raw.get("profile", p.stem), path=p.resolve(), groups=groups,
                    figures_dir=raw.get("figures_dir"), reference=raw.get("reference") or {},
-                   description=raw.get("description", ""))
+                   description=raw.get("description", ""), notebooks=nbs)
 
 
 def _resolve_path(pattern: str, prof: Profile) -> list[Path]:

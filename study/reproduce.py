@@ -323,7 +323,7 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
     from study import experiments as ex
 
     prof = load_profile(profile)
-    nbs = select(only)
+    nbs = select(only or prof.notebooks)
     fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(prof.name, prof.figures_dir)
     fig_dir = fig_dir.resolve()
     runs_dir = (Path(runs_dir) if runs_dir is not None else paths.runs_dir()).resolve()
@@ -345,6 +345,9 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
     # 2. notebooks
     manifest = read_manifest(fig_dir)
     manifest.setdefault("notebooks", {})
+    if not only:  # the profile's whole set: entries of notebooks it no longer runs would be stale forever
+        for name in [n for n in manifest["notebooks"] if n not in {nb.name for nb in nbs}]:
+            del manifest["notebooks"][name]
     manifest["profile"] = prof.name
     reference = reference_identity(prof)
     commit = git_head(root)
@@ -466,7 +469,7 @@ def check(profile: str = "mini", figures_dir: str | Path | None = None) -> list[
             problems.append(f"{t} training code changed since the figures were made: "
                             f"{', '.join(_changed_modules(old, new))}")
     root = paths.root()
-    for nb in NOTEBOOKS:
+    for nb in select(prof.notebooks):
         entry = manifest["notebooks"].get(nb.name)
         src = notebook_source(nb.name)
         if entry is None:

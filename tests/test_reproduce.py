@@ -169,13 +169,45 @@ def test_cli_arguments_and_defaults(capsys):
 
 
 def test_shipped_profiles_are_well_formed():
-    for name in ("smoke", "mini", "paper"):
+    for name in ("smoke", "mini", "mini-full", "paper"):
         prof = ex.load_profile(name)
-        needed = {g for nb in reproduce.NOTEBOOKS for g in nb.groups}
+        nbs = reproduce.select(prof.notebooks)
+        needed = {g for nb in nbs for g in nb.groups}
         assert needed <= set(prof.groups), name
         for g, spec in prof.groups.items():
             assert spec["configs"] and spec["seeds"], (name, g)
-    assert all(len(g["seeds"]) >= 3 for g in ex.load_profile("mini").groups.values())
+    # the main job leaves only notebook 08 (beyond the paper) to mini-full, which runs everything
+    assert {n.name for n in reproduce.NOTEBOOKS} - set(ex.load_profile("mini").notebooks) == {"08_beyond_the_paper"}
+    assert ex.load_profile("mini-full").notebooks is None
+    assert len(ex.load_profile("mini").groups["fig5_dapo"]["seeds"]) >= 3
+    assert len(ex.load_profile("mini-full").groups["fig5_dapo"]["seeds"]) >= 10
+    lam = {s.label: s.cfg.constraint.coef for s in ex.group_specs("fig7_lambda", "mini")}
+    assert {k: v for k, v in lam.items()} == {"0.1": 0.1, "0.5": 0.5, "2.0": 2.0}
+
+
+def test_profile_notebooks_key_selects_runs_and_checks(syn, tmp_path, monkeypatch):
+    """A profile's ``notebooks:`` list is what reproduce runs without --only, what --check holds it to, and the
+    manifest drops entries of notebooks the profile no longer runs."""
+    profile, runs = syn
+    raw = yaml.safe_load(Path(profile).read_text())
+    raw["notebooks"] = ["02_dapo_vs_dynamic"]
+    only02 = Path(profile).with_name("only02.yaml")
+    only02.write_text(yaml.safe_dump(raw))
+    calls = []
+    monkeypatch.setattr(reproduce, "execute_notebook", _fake_execute(calls))
+    figs = tmp_path / "figs"
+    reproduce.reproduce(profile, only=["03_improvement_ratio"], figures_dir=figs, runs_dir=runs, train=False,
+                        progress=False)
+    reproduce.reproduce(only02, figures_dir=figs, runs_dir=runs, train=False, progress=False)
+    assert calls == ["03_improvement_ratio", "02_dapo_vs_dynamic"]
+    m = json.loads((figs / "MANIFEST.json").read_text())
+    assert list(m["notebooks"]) == ["02_dapo_vs_dynamic"]
+    assert reproduce.check(only02, figures_dir=figs) == []
+    assert any("03_improvement_ratio: not in the manifest" in p for p in reproduce.check(profile, figures_dir=figs))
+    raw["notebooks"] = "02_dapo_vs_dynamic"
+    only02.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match="notebooks must be a list"):
+        ex.load_profile(only02)
 
 
 def test_per_label_overrides_keep_run_folders_apart():
