@@ -90,7 +90,11 @@ def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     crit = float(stats.t.ppf(1 - alpha / 2, df))
 
     def gap(nc: float) -> float:
-        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)) - power
+        upper = float(stats.nct.sf(crit, df, nc))
+        lower = float(stats.nct.cdf(-crit, df, nc))  # the wrong-sign tail: < alpha/2, and < 1e-6 once nc > 4
+        if lower != lower:  # scipy's noncentral t returns NaN for some tiny tails (seen at df = 1, nc = 8)
+            lower = 0.0
+        return upper + lower - power
 
     hi = 1.0
     while gap(hi) < 0:

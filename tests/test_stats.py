@@ -47,6 +47,9 @@ def test_mde80_matches_statsmodels_and_the_textbook():
     assert stats.mde(1.0, 3) == pytest.approx(3.26404, abs=2e-4)
     assert stats.mde(2.5, 10) == pytest.approx(2.5 * 0.99600, abs=1e-3)  # scales with the SD
     assert math.isnan(stats.mde(1.0, 1)) and stats.mde(0.0, 5) == 0.0
+    # two seeds (df = 1): scipy's noncentral-t lower tail is NaN at nc = 8 on the way (a ValueError before);
+    # statsmodels' TTestPower().solve_power(nobs=2, alpha=0.05, power=0.8) = 11.54989
+    assert stats.mde(1.0, 2) == pytest.approx(11.54989, rel=1e-5)
     power = pytest.importorskip("statsmodels.stats.power")
     for n in (4, 7, 20):
         d = power.TTestPower().solve_power(effect_size=None, nobs=n, alpha=0.05, power=0.8)
