@@ -181,8 +181,8 @@ def test_shipped_profiles_are_well_formed():
     assert ex.load_profile("mini-full").notebooks is None
     assert len(ex.load_profile("mini").groups["fig5_dapo"]["seeds"]) >= 3
     assert len(ex.load_profile("mini-full").groups["fig5_dapo"]["seeds"]) >= 10
-    lam = {s.label: s.cfg.constraint.coef for s in ex.group_specs("fig7_lambda", "mini")}
-    assert {k: v for k, v in lam.items()} == {"0.1": 0.1, "0.5": 0.5, "2.0": 2.0}
+    for prof, want in (("mini", {"0.5": 0.5, "2.0": 2.0}), ("mini-full", {"0.1": 0.1, "0.5": 0.5, "2.0": 2.0})):
+        assert {s.label: s.cfg.constraint.coef for s in ex.group_specs("fig7_lambda", prof)} == want
 
 
 def test_profile_notebooks_key_selects_runs_and_checks(syn, tmp_path, monkeypatch):
@@ -217,3 +217,19 @@ def test_per_label_overrides_keep_run_folders_apart():
     assert len({s.name for s in specs}) == 3 and len({s.config_hash for s in specs}) == 3
     nf = {s.label: s for s in ex.group_specs("filter_ablation", "paper")}
     assert nf["filter"].cfg.constraint.filter and not nf["no_filter"].cfg.constraint.filter
+
+
+def test_readme_verdict_table_is_spliced_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    assert not reproduce.write_readme_verdicts(readme, "| a |", {})  # no README: nothing written
+    readme.write_text("intro\n\nno markers here\n")
+    assert not reproduce.write_readme_verdicts(readme, "| a |", {}) and "| a |" not in readme.read_text()
+    readme.write_text(f"intro\n{reproduce.README_BEGIN}\nold table\n{reproduce.README_END}\nafter\n")
+    m = {"profile": "mini", "git_commit": "0123456789abcdef"}
+    assert reproduce.write_readme_verdicts(readme, "| claim |\n|---|\n| dapo_learns |\n", m)
+    text = readme.read_text()
+    assert "old table" not in text and "| dapo_learns |" in text and "`0123456789ab`" in text
+    assert text.startswith("intro\n") and text.endswith(f"{reproduce.README_END}\nafter\n")
+    once = text
+    reproduce.write_readme_verdicts(readme, "| claim |\n|---|\n| dapo_learns |\n", m)
+    assert readme.read_text() == once  # idempotent
