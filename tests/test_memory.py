@@ -78,8 +78,9 @@ def test_table_rows_and_values():
     assert dapo_ddp.total_GB.nunique() == 1  # DDP does not depend on N
 
 
-def test_module_prints_the_estimate_table():
+def test_module_prints_the_estimate_table_and_the_readme_carries_it():
     out = subprocess.run([sys.executable, "-m", "study.memory"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert "ESTIMATE" in out and "activations" in out
     assert sum(l.startswith("| ") and "GPU" not in l for l in out.splitlines()) == 18
+    assert memory.markdown().strip() in (ROOT / "README.md").read_text()
