@@ -12,7 +12,9 @@ notebooks/); by default it is found from the working directory (``study.paths``)
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are
 imported only when their command runs, so ``study sandbox`` does not import torch. Bad input raises
-``UserError``: one line on stderr, exit code 2.
+``UserError``: one line on stderr, exit code 2. ``study train`` with a PPO config under more than one process
+(``WORLD_SIZE`` > 1, e.g. ``accelerate launch`` / ``torchrun``) is refused that way before anything is written:
+the PPO trainer is single-process.
 """
 
 from __future__ import annotations
@@ -70,6 +72,50 @@ def _pop_root(argv: list[str]) -> tuple[list[str], str | None]:
     return out, root
 
 
+_WORLD_SIZE_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # what accelerate reads
+
+
+def world_size() -> int:
+    """How many processes this one belongs to: the launchers' environment (torchrun / ``accelerate launch`` /
+    the DeepSpeed launcher set ``WORLD_SIZE``, MPI the others), or an accelerate state already set up in this
+    process. 1 when neither says more."""
+    import os
+
+    n = 1
+    for var in _WORLD_SIZE_ENV:
+        try:
+            n = max(n, int(os.environ.get(var, "1") or 1))
+        except ValueError:
+            pass
+    state = sys.modules.get("accelerate.state")  # never imports accelerate (or torch) itself
+    if state is not None and getattr(state.PartialState, "_shared_state", None):
+        n = max(n, int(getattr(state.PartialState(), "num_processes", 1) or 1))
+    return n
+
+
+def refuse_multiprocess_ppo(args: argparse.Namespace) -> None:
+    """``study train`` with a PPO config under more than one process stops here, before anything is written:
+    the PPO trainer is single-process (no process group, no rank awareness), so N processes would be N
+    independent runs writing one run folder."""
+    n = world_size()
+    if n <= 1:
+        return
+    from study.config import load_config
+
+    if getattr(args, "resume", None):
+        path = Path(args.resume) / "config.yaml"
+        if not path.is_file():
+            return  # train's own check reports it
+    elif getattr(args, "config", None):
+        path = args.config
+    else:
+        return
+    cfg = load_config(path, getattr(args, "overrides", None))
+    if cfg.trainer == "ppo":
+        raise UserError(f"the PPO trainer is single-process, and this is one of {n} processes: run "
+                        "`study train CONFIG` without accelerate launch / torchrun (nothing was written)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from study import paths
 
@@ -86,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         paths.set_root(root)
     try:
+        if args.command == "train":
+            refuse_multiprocess_ppo(args)
         return int(args._module.run(args) or 0)
     except UserError as exc:
         print(f"study {args.command}: error: {exc}", file=sys.stderr)

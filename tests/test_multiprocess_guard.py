@@ -1,0 +1,92 @@
+"""``study train`` refuses a PPO config under more than one process (study/cli.py): the PPO trainer is
+single-process, so N processes would be N independent runs writing one run folder. Executed: the CLI in a
+subprocess with WORLD_SIZE=2 (what torchrun / accelerate launch set), the in-process check against an
+accelerate state, and a real 2-process ``accelerate launch --config_file configs/accelerate/cpu2.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def _study(*args, env):
+    return subprocess.run([sys.executable, "-m", "study", "--root", str(ROOT), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("config", ["configs/smoke/ppo_dynamic.yaml", "configs/smoke/ppo_static.yaml"])
+def test_ppo_under_world_size_2_stops_before_writing(tmp_path, config):
+    runs = tmp_path / "runs"
+    p = _study("train", config, "--runs-dir", str(runs), env=_env(WORLD_SIZE="2", RANK="0"))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("study train: error: the PPO trainer is single-process")
+    assert "2 processes" in lines[0]
+    assert p.stdout == ""  # not even the plan
+    assert not runs.exists()
+
+
+def test_ppo_resume_under_world_size_2_is_refused_too(tmp_path):
+    run = tmp_path / "runs" / "smoke-ppo-dynamic"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text((ROOT / "configs/smoke/ppo_dynamic.yaml").read_text())
+    before = sorted(run.iterdir())
+    p = _study("train", "--resume", str(run), env=_env(WORLD_SIZE="2"))
+    assert p.returncode == 2 and "single-process" in p.stderr
+    assert sorted(run.iterdir()) == before
+
+
+def test_single_process_ppo_and_multiprocess_dapo_pass_the_guard(tmp_path):
+    runs = tmp_path / "runs"
+    p = _study("train", "configs/smoke/ppo_dynamic.yaml", "--runs-dir", str(runs), "--dry-run", env=_env(WORLD_SIZE="1"))
+    assert p.returncode == 0, p.stderr
+    p = _study("train", "configs/smoke/dapo_dynamic.yaml", "--runs-dir", str(runs), "--dry-run", env=_env(WORLD_SIZE="2"))
+    assert p.returncode == 0, p.stderr
+    assert not runs.exists()
+
+
+def test_world_size_reads_an_accelerate_state(monkeypatch):
+    from study import cli
+
+    for var in cli._WORLD_SIZE_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert cli.world_size() == 1
+
+    class FakeState:
+        _shared_state = {"initialized": True}
+        num_processes = 4
+
+        def __new__(cls):
+            return cls
+
+    fake = type(sys)("accelerate.state")
+    fake.PartialState = FakeState
+    monkeypatch.setitem(sys.modules, "accelerate.state", fake)
+    assert cli.world_size() == 4
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "8")
+    assert cli.world_size() == 8
+
+
+def test_ppo_under_two_accelerate_processes_writes_nothing(tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs/accelerate/cpu2.yaml"), "-m", "study", "--root", str(ROOT), "train",
+           "configs/smoke/ppo_dynamic.yaml", "--runs-dir", str(runs)]
+    p = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    refusals = [l for l in p.stderr.splitlines() if l.startswith("study train: error: the PPO trainer is single")]
+    assert len(refusals) == 2  # one line from each of the 2 processes (the launcher then reports the failure)
+    assert not runs.exists()
