@@ -147,11 +147,13 @@ def test_loss_is_trls_dapo_loss(tok, tmp_path, mode):
         torch.testing.assert_close(g_ours[n], g_trl[n], atol=1e-6, rtol=1e-5, msg=n)
 
 
-def test_dynamic_gradient_is_plain_dapo_plus_lambda_times_the_dc_gradient(tok, tmp_path):
+@pytest.mark.parametrize("normalize", ["rollout", "token"])
+def test_dynamic_gradient_is_plain_dapo_plus_lambda_times_the_dc_gradient(tok, tmp_path, normalize):
     """∇L = ∇L_DAPO + λ∇L_DC, with ∇L_DC from an independent forward over the kept (x, y') pairs: the parameters
-    after a step differ from plain DAPO's by the λ·L_DC gradient, and by nothing else."""
+    after a step differ from plain DAPO's by the λ·L_DC gradient, and by nothing else. Both Eq. 6 normalisers:
+    ``rollout`` (default: the kept sequences' mean CE summed over ALL rollouts' count) and ``token``."""
     lam = 0.7
-    cfg, comp = make(tok, "dynamic", refiner=EditRefiner(tok), constraint={"coef": lam})
+    cfg, comp = make(tok, "dynamic", refiner=EditRefiner(tok), constraint={"coef": lam, "normalize": normalize})
     tr, _ = dapo_trainer(tmp_path, cfg, comp)
     batch = first_batch(tr)
     keep = batch["refine_keep"].bool()
@@ -166,11 +168,13 @@ def test_dynamic_gradient_is_plain_dapo_plus_lambda_times_the_dc_gradient(tok, t
     tr.lam = 0.0
     g_plain = grads(lambda: tr._compute_loss(tr.model, batch))
 
-    def l_dc():  # Eq. 6 by hand: kept tokens' CE over the kept-token count
+    def l_dc():  # Eq. 6 by hand
         ce = -token_logps(tr.model, batch["prompt_ids"][keep], batch["prompt_mask"][keep],
                           batch["refined_ids"][keep], batch["refined_mask"][keep])[0]
         m = batch["dc_mask"][keep]
-        return (ce * m).sum() / m.sum()
+        if normalize == "token":  # kept tokens' CE over the kept-token count
+            return (ce * m).sum() / m.sum()
+        return ((ce * m).sum(-1) / m.sum(-1)).sum() / len(keep)  # kept sequences' mean CE over all N rollouts
 
     g_dc = grads(l_dc)
     for n in g_dyn:
