@@ -148,7 +148,10 @@ def fig_lambda(df, smooth: int = 1, diffs: Sequence[tuple[str, str]] | None = No
 
 
 def _display(tok: str) -> str:
-    return tok.replace("Ġ", " ").replace("Ċ", "\n").replace("▁", " ").replace("\t", "    ")
+    """A token as drawn: BPE space/newline marks decoded, other control characters as ``\\xNN`` (no font has a
+    glyph for them: matplotlib warned on stderr, e.g. for the smoke model's stray ``\\x05``)."""
+    s = tok.replace("Ġ", " ").replace("Ċ", "\n").replace("▁", " ").replace("\t", "    ")
+    return "".join(ch if ch == "\n" or ch.isprintable() else f"\\x{ord(ch):02x}" for ch in s)
 
 
 def _layout(tokens: Sequence[str], max_cols: int) -> list[tuple[int, int, str, bool]]:

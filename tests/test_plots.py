@@ -183,3 +183,10 @@ def test_tables_from_configs_and_runs(syn):
     assert cost["label"].tolist() == ["dapo", "dynamic", "dapo_kl"]
     assert cost["time_step"].tolist() == pytest.approx([12.0, 18.0, 12.0])  # synthetic: 1.0 s/step, 1.5 s/step
     assert cost["ratio_to_dapo"].tolist() == pytest.approx([1.0, 1.5, 1.0])
+
+
+def test_heatmap_tokens_show_control_characters_as_escapes():
+    """A control character has no glyph: drawn as-is, matplotlib warns on stderr (seen in the smoke notebook 04)."""
+    from study.plots import _display
+
+    assert _display("a\x05b") == "a\\x05b" and _display("ĠxĊ") == " x\n" and _display("é") == "é"
