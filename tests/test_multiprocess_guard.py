@@ -88,5 +88,7 @@ def test_ppo_under_two_accelerate_processes_writes_nothing(tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode != 0
     refusals = [l for l in p.stderr.splitlines() if l.startswith("study train: error: the PPO trainer is single")]
-    assert len(refusals) == 2  # one line from each of the 2 processes (the launcher then reports the failure)
+    # each process refuses; torch's elastic launcher stops the other one as soon as the first exits with an
+    # error, so the second line may never be printed (seen in a fresh venv: 1 line)
+    assert 1 <= len(refusals) <= 2
     assert not runs.exists()
