@@ -12,9 +12,9 @@ notebooks/); by default it is found from the working directory (``study.paths``)
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are
 imported only when their command runs, so ``study sandbox`` does not import torch. Bad input raises
-``UserError``: one line on stderr, exit code 2. ``study train`` with a PPO config under more than one process
-(``WORLD_SIZE`` > 1, e.g. ``accelerate launch`` / ``torchrun``) is refused that way before anything is written:
-the PPO trainer is single-process.
+``UserError``: one line on stderr, exit code 2. ``study train`` with a PPO config under a DeepSpeed or FSDP
+``accelerate launch`` is refused that way before anything is written: the PPO trainer runs in one process or under
+DDP (``configs/accelerate/ddp.yaml``, ``cpu2.yaml``, ``multinode.yaml``).
 """
 
 from __future__ import annotations
@@ -93,12 +93,22 @@ def world_size() -> int:
     return n
 
 
-def refuse_multiprocess_ppo(args: argparse.Namespace) -> None:
-    """``study train`` with a PPO config under more than one process stops here, before anything is written:
-    the PPO trainer is single-process (no process group, no rank awareness), so N processes would be N
-    independent runs writing one run folder."""
-    n = world_size()
-    if n <= 1:
+def sharded_launcher() -> str | None:
+    """``"DeepSpeed"`` / ``"FSDP"`` when ``accelerate launch`` runs this process under that engine (it says so in
+    ``ACCELERATE_USE_DEEPSPEED`` / ``ACCELERATE_USE_FSDP``), else None."""
+    import os
+
+    for var, name in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes"):
+            return name
+    return None
+
+
+def refuse_sharded_ppo(args: argparse.Namespace) -> None:
+    """``study train`` with a PPO config under DeepSpeed or FSDP stops here, before anything is written: PPO
+    trains two models (actor and critic) with their own optimisers, which the trainer prepares for DDP only."""
+    engine = sharded_launcher()
+    if engine is None:
         return
     from study.config import load_config
 
@@ -112,8 +122,8 @@ def refuse_multiprocess_ppo(args: argparse.Namespace) -> None:
         return
     cfg = load_config(path, getattr(args, "overrides", None))
     if cfg.trainer == "ppo":
-        raise UserError(f"the PPO trainer is single-process, and this is one of {n} processes: run "
-                        "`study train CONFIG` without accelerate launch / torchrun (nothing was written)")
+        raise UserError(f"the PPO trainer runs under DDP, not {engine} (one of {world_size()} processes): launch "
+                        "it with configs/accelerate/ddp.yaml (nothing was written)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         paths.set_root(root)
     try:
         if args.command == "train":
-            refuse_multiprocess_ppo(args)
+            refuse_sharded_ppo(args)
         return int(args._module.run(args) or 0)
     except UserError as exc:
         print(f"study {args.command}: error: {exc}", file=sys.stderr)

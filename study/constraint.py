@@ -13,9 +13,9 @@ SFT-style loss into the RL objective")::
 
 ``normalize`` picks c_i and Z (``constraint.normalize``):
 
-    token     c_i = Σ_t m_it CE_it            Z = Σ_i keep_i Σ_t m_it      mean over kept tokens (default)
+    token     c_i = Σ_t m_it CE_it            Z = Σ_i keep_i Σ_t m_it      mean over kept tokens
     sequence  c_i = Σ_t m_it CE_it / Σ_t m_it  Z = Σ_i keep_i               mean over kept sequences
-    rollout   c_i = Σ_t m_it CE_it / Σ_t m_it  Z = N (all rollouts)         Eq. 6's expectation over every y
+    rollout   c_i = Σ_t m_it CE_it / Σ_t m_it  Z = N (all rollouts)         Eq. 6's expectation over every y (default)
 
 ``rollout`` is the paper's normaliser: Eq. 6 is an expectation over y ~ π_θ(·|x) (and y'), with the filter's
 indicator inside, so a rollout without a kept y' contributes 0 and the constraint weakens as fewer refinements are
@@ -23,8 +23,9 @@ kept, the self-annealing of Fig. 5(b): L_DC = (1/N) Σ_i keep_i · mean_t CE_it 
 value). ``token`` and ``sequence`` average over the kept pairs only, which multiplies λ by N/K.
 
 where m_it masks y' (and, with ``ce_scope="from_first_diff"``, its tokens before the first change k_i). Z is the
-count over the batch the trainer normalises by (``constraint_normalizer``): the PPO minibatch, or DAPO's whole
-generation batch across processes and accumulation steps (rescaled per micro-batch like DAPO's token normaliser).
+count over the batch the trainer normalises by (``constraint_normalizer``): the PPO minibatch or DAPO's whole
+generation batch, in both cases summed over every process (DAPO's also over accumulation steps, rescaled per
+micro-batch like its token normaliser).
 
 Static constraint (Eq. 2-3): KL(π_θ || π_ref) with coefficient β, estimated per token from log-probabilities
 (``k1`` = log ratio, ``k3`` = Schulman's unbiased non-negative estimator, as TRL uses for GRPO/DAPO).

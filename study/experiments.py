@@ -64,6 +64,11 @@ class Profile:
     """Notebooks ``study reproduce`` runs for this profile when ``--only`` is not given (all when unset): a profile
     without the runs of some notebook (the main ``mini`` job leaves notebook 08's arms to ``mini-full``) names the
     others, and ``--check`` holds it to those."""
+    launcher: str | dict[str, str] | None = None
+    """How ``study reproduce`` starts each training run: unset -> in this process (or ``--jobs`` spawned ones); a
+    command prefix such as ``accelerate launch --config_file configs/accelerate/zero2.yaml`` -> one launch per run,
+    ``<launcher> -m study train <config>``; a mapping trainer -> prefix gives DAPO and PPO their own (PPO runs
+    under DDP only). ``study reproduce --launcher`` overrides it."""
 
     @property
     def base_dir(self) -> Path:
@@ -137,9 +142,13 @@ def load_profile(profile: str | Path | Profile) -> Profile:
     nbs = raw.get("notebooks")
     if nbs is not None and not (isinstance(nbs, list) and all(isinstance(n, str) for n in nbs)):
         raise UserError(f"{p}: notebooks must be a list of notebook names")
+    launcher = raw.get("launcher")
+    if launcher is not None and not (isinstance(launcher, str) or (
+            isinstance(launcher, dict) and all(isinstance(v, str) for v in launcher.values()))):
+        raise UserError(f"{p}: launcher must be a command prefix or a mapping trainer -> command prefix")
     return Profile(name=raw.get("profile", p.stem), path=p.resolve(), groups=groups,
                    figures_dir=raw.get("figures_dir"), reference=raw.get("reference") or {},
-                   description=raw.get("description", ""), notebooks=nbs)
+                   description=raw.get("description", ""), notebooks=nbs, launcher=launcher)
 
 
 def _resolve_path(pattern: str, prof: Profile) -> list[Path]:
@@ -259,13 +268,42 @@ def _train_one(cfg, runs_dir: str, resume: bool, threads: int | None, root: str 
     return str(_train.run_training(cfg, runs_dir, resume=resume))
 
 
+def launch_command(launcher: str | dict[str, str], spec: RunSpec, runs_dir: Path, resume: bool) -> list[str]:
+    """``<launcher> -m study --root ROOT train CONFIG --runs-dir RUNS`` (or ``train --resume RUN``) for one run;
+    the resolved config is written to ``RUNS/.launch/<name>.yaml`` first, so overrides and seed travel with it."""
+    import shlex
+
+    import yaml
+
+    prefix = launcher.get(spec.cfg.trainer) if isinstance(launcher, dict) else launcher
+    if not prefix:
+        raise UserError(f"launcher: no command for trainer '{spec.cfg.trainer}' (has: {', '.join(launcher)})")
+    study = ["-m", "study", "--root", str(paths.root()), "train"]
+    if resume:
+        return [*shlex.split(prefix), *study, "--resume", str(spec.run_dir(runs_dir))]
+    cfg_file = runs_dir / ".launch" / f"{spec.name}.yaml"
+    cfg_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(yaml.safe_dump(spec.cfg.model_dump(mode="json"), sort_keys=False))
+    return [*shlex.split(prefix), *study, str(cfg_file), "--runs-dir", str(runs_dir)]
+
+
+def _launch_one(launcher, spec: RunSpec, runs_dir: Path, resume: bool) -> None:
+    import subprocess
+
+    cmd = launch_command(launcher, spec, runs_dir, resume)
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        raise UserError(f"training {spec.name} through the launcher failed (exit {rc}): {' '.join(cmd)}")
+
+
 def train_specs(specs: list[RunSpec], runs_dir: str | Path | None, force: bool = False, progress: bool = True,
-                jobs: int = 1, desc: str = "train") -> list[RunSpec]:
+                jobs: int = 1, desc: str = "train", launcher: str | dict[str, str] | None = None) -> list[RunSpec]:
     """Train the runs among ``specs`` that are not cached (each run folder once), ``jobs`` at a time; returns
     the specs it trained.
 
     Shared prerequisites (the mini reference model) are resolved first, in this process, so parallel runs never
-    race to build them. Each parallel run is a fresh (spawned) process with one torch thread."""
+    race to build them. Each parallel run is a fresh (spawned) process with one torch thread. With a
+    ``launcher`` (``Profile.launcher``) each run is one launch after the other instead (``launch_command``)."""
     from tqdm.auto import tqdm
 
     runs_dir = _runs(runs_dir)
@@ -285,7 +323,11 @@ def train_specs(specs: list[RunSpec], runs_dir: str | Path | None, force: bool =
         return []
     bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
     root = str(paths.root())
-    if jobs <= 1:
+    if launcher:
+        for s in todo:
+            _launch_one(launcher, s, runs_dir, not force and _resumable(s, runs_dir))
+            bar.update(1)
+    elif jobs <= 1:
         for s in todo:
             _train_one(s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), None)
             bar.update(1)

@@ -316,8 +316,9 @@ class _env:
 
 def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool = False,
               figures_dir: str | Path | None = None, runs_dir: str | Path | None = None, train: bool = True,
-              progress: bool = True, jobs: int = 1) -> dict:
-    """Library entry of ``study reproduce``; returns the manifest."""
+              progress: bool = True, jobs: int = 1, launcher: str | None = None) -> dict:
+    """Library entry of ``study reproduce``; returns the manifest. ``launcher`` (else the profile's) starts each
+    training run as its own launch, e.g. ``accelerate launch --config_file configs/accelerate/zero2.yaml``."""
     from tqdm.auto import tqdm
 
     from study import experiments as ex
@@ -337,7 +338,8 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
                             f"{', '.join(nb.name for nb in nbs if g in nb.groups)}")
     if train:  # every group's missing runs in one pool (groups share runs, e.g. the λ=0.1 run)
         specs = [s for g in groups for s in ex.group_specs(g, prof)]
-        ex.train_specs(specs, runs_dir, force=force, progress=progress, jobs=jobs)
+        ex.train_specs(specs, runs_dir, force=force, progress=progress, jobs=jobs,
+                       launcher=launcher or prof.launcher)
     else:
         for g in groups:
             ex.check_runs(g, prof, runs_dir)
@@ -578,6 +580,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "would not reproduce")
     p.add_argument("--jobs", type=int, default=None,
                    help="training runs at once, one process and one torch thread each (default: CPU count)")
+    p.add_argument("--launcher", metavar="CMD",
+                   help="start each training run as `CMD -m study train ...`, e.g. \"accelerate launch --config_file "
+                        "configs/accelerate/ddp.yaml\" (default: the profile's `launcher:`, else in-process)")
     p.add_argument("--list", action="store_true", help="list the notebooks and the groups they need, then exit")
 
 
@@ -597,7 +602,7 @@ def run(args: argparse.Namespace) -> int:
                  else "every output is current"))
         return 1 if problems else 0
     manifest = reproduce(prof, args.only, args.force, fig_dir, args.runs_dir, train=not args.no_train,
-                         jobs=args.jobs or os.cpu_count() or 1)
+                         jobs=args.jobs or os.cpu_count() or 1, launcher=args.launcher)
     print(f"wrote {fig_dir / 'MANIFEST.json'}")
     for name, e in manifest["notebooks"].items():
         for v in e.get("verdicts", []):

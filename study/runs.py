@@ -13,6 +13,10 @@
 A fresh run starts from an empty folder (whatever an earlier run of the same name left is removed first). A
 resumed run keeps the folder and cuts every log back to the checkpoint it resumes from (``truncate_to_step``),
 so the logs never hold duplicated or missing steps; post-training results (``eval/``, ``DONE``) go too.
+
+Under N processes (``accelerate launch`` / ``torchrun``) every rank opens the same ``RunLog`` but only rank 0
+(``main=True``) writes: the folder, config, provenance (with ``world_size``), metrics, samples and DONE. The
+trainers log statistics gathered over all ranks.
 """
 
 from __future__ import annotations
@@ -121,22 +125,27 @@ class RunLog:
     """Writer for one run folder."""
 
     def __init__(self, root: str | Path, config: dict, seed: int, config_hash: str, resume: bool = False,
-                 identity: dict | None = None):
+                 identity: dict | None = None, world_size: int = 1, main: bool = True):
         """``identity``: what the run's numbers depend on (``study.experiments.run_identity``: run key, code
-        fingerprint, environment, model identities), written into provenance.json."""
+        fingerprint, environment, model identities), written into provenance.json. ``world_size``: the number of
+        training processes (recorded); ``main``: this is the process that writes (rank 0), else a no-op log."""
         self.root = Path(root)
         self.resumed = resume
         """True when the folder was opened to continue a run (trainers then restart from their last checkpoint)."""
+        self.main = main
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.samples_path = self.root / "samples.jsonl"
+        if not main:
+            return
         if not resume:
             clear_run_folder(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "checkpoints").mkdir(exist_ok=True)
-        self.metrics_path = self.root / "metrics.jsonl"
-        self.samples_path = self.root / "samples.jsonl"
         atomic_write_text(self.root / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         prov = {
             **(identity or {}),
             "seed": seed,
+            "world_size": world_size,
             "config_hash": config_hash,
             "git_commit": git_commit(),
             "packages": package_versions(),
@@ -152,13 +161,15 @@ class RunLog:
         atomic_write_text(prov_path, json.dumps(prov, indent=2))
 
     def log_metrics(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
         row = {k: _jsonable(v) for k, v in row.items()}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
 
     def log_samples(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+        if not rows or not self.main:
             return
         with open(self.samples_path, "a") as f:
             for r in rows:
@@ -170,6 +181,8 @@ class RunLog:
         resuming from the checkpoint of ``last_step``; 0 when there is none and the run restarts)."""
         import shutil
 
+        if not self.main:
+            return
         shutil.rmtree(self.root / "eval", ignore_errors=True)
         (self.root / "DONE").unlink(missing_ok=True)
         for p in (self.metrics_path, self.samples_path):
@@ -185,6 +198,8 @@ class RunLog:
             atomic_write_text(p, "".join(l + "\n" for l in keep))
 
     def mark_done(self, summary: dict[str, Any] | None = None) -> None:
+        if not self.main:
+            return
         atomic_write_text(self.root / "DONE", json.dumps(summary or {}, indent=2))
 
 

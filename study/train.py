@@ -63,13 +63,25 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> str:
+    """``auto`` -> cuda if available, else cpu. Under N launched processes each takes its own GPU
+    (``cuda:<LOCAL_RANK>``), where accelerate puts the trained model too."""
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda requested but no CUDA device is available")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return name
+
+
+def process_state(device: str):
+    """accelerate's ``PartialState`` for this process: the process group when launched as one of N (gloo on CPU,
+    NCCL on GPUs; the trainers' ``Accelerator`` joins the same state), a trivial one otherwise."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu")
 
 
 def resolve_model_path(spec: str) -> str:
@@ -242,13 +254,17 @@ def run_training(cfg: TrainConfig, runs_dir: str | Path | None = None, resume: b
     seed_everything(cfg.seed)
     run_dir = (Path(runs_dir) if runs_dir is not None else paths.runs_dir()) / cfg.name
     components = build_components(cfg)
+    state = process_state(components.device)
+    # rank 0 writes the run folder; the others wait until it is there (a fresh run clears an old one first)
     run = RunLog(run_dir, cfg.model_dump(mode="json"), cfg.seed, cfg.hash(), resume=resume,
-                 identity=run_identity(cfg))
+                 identity=run_identity(cfg), world_size=state.num_processes, main=state.is_main_process)
     if resume:
         ck = latest_checkpoint(cfg.trainer, run_dir)
         run.truncate_to_step(ck[1] if ck is not None else 0)
+    state.wait_for_everyone()
     summary = get_trainer(cfg.trainer)(cfg, components, run)
-    if cfg.eval_benchmarks:
+    summary["world_size"] = state.num_processes
+    if cfg.eval_benchmarks and state.is_main_process:  # the trained policy is the same on every rank
         from study.evaluate import evaluate_after_training
 
         for bench in cfg.eval_benchmarks:

@@ -301,6 +301,30 @@ def take_refinements(results: Sequence[RefineResult], rows: Sequence[tuple[int, 
         token_ids=token_ids, n_distinct=sum(r.n_distinct for r in results), original_rewards=original)
 
 
+def gather_rollouts(accelerator, task_rewards: Sequence[float], refine: RefineResult | None, pad: int
+                    ) -> tuple[list[float], RefineResult | None]:
+    """Every process's rollouts (rank order; each rank holds whole groups) and their refinements, for the step's
+    statistics: ``rollout_stats`` of the result describes the global batch, not this rank's share. With one
+    process (or ``accelerator`` None) the inputs come back as they are."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return list(task_rewards), refine
+    from accelerate.utils import gather_object
+
+    light = None
+    if refine is not None:  # python lists only: y' ids are re-padded by take_refinements
+        light = RefineResult(refined_ids=torch.zeros((0, 1), dtype=torch.long), refined_mask=torch.zeros((0, 1)),
+                             keep=refine.keep.detach().cpu(), refined=list(refine.refined), texts=list(refine.texts),
+                             rewards=list(refine.rewards), improvement_ratio=refine.improvement_ratio,
+                             n_skipped_max=refine.n_skipped_max, token_ids=[list(t) for t in refine.token_ids],
+                             n_distinct=refine.n_distinct, original_rewards=list(refine.original_rewards))
+    parts = gather_object([(list(map(float, task_rewards)), light)])  # one entry per process
+    rewards = [r for part, _ in parts for r in part]
+    if refine is None:
+        return rewards, None
+    results = [res for _, res in parts]
+    return rewards, take_refinements(results, [(p, i) for p, res in enumerate(results) for i in range(res.n)], pad)
+
+
 def rollout_stats(task_rewards: Sequence[float], group_size: int, max_reward: float | None,
                   refine: RefineResult | None) -> dict[str, float]:
     """The statistics of a set of rollouts (and of their refinements, if any): reward_mean, reward_std,

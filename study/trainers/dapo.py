@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from trl import GRPOConfig, GRPOTrainer
@@ -79,6 +80,7 @@ from study.trainers.common import (
     RefineResult,
     StepTimer,
     metric_row,
+    gather_rollouts,
     nanmean,
     refine_and_filter,
     refined_ce_for_samples,
@@ -225,6 +227,12 @@ class DynamicDAPOTrainer(GRPOTrainer):
     def _global(self, x: int, op: str) -> int:
         t = self.accelerator.gather(torch.tensor([x], device=self.accelerator.device))
         return int(t.min().item() if op == "min" else t.max().item())
+
+    def _global_sum(self, x: float) -> float:
+        """Σ of a per-process number over processes (itself with one)."""
+        if self.accelerator.num_processes == 1:
+            return x
+        return self.accelerator.gather(torch.tensor([float(x)], device=self.accelerator.device)).sum().item()
 
     def _selectable(self, rnd: Round) -> list[bool]:
         """Per group: can it enter the batch? Its rewards differ (a policy gradient), or, when refinement comes
@@ -384,8 +392,9 @@ class DynamicDAPOTrainer(GRPOTrainer):
             loss = loss + self.lam * l_dc
             if mode == "train":
                 kept_mask = dc_mask * keep.unsqueeze(1)
-                self._log_step({"dynamic_ce_sum": (dc_ce.detach() * kept_mask).sum().item(),
-                                "dynamic_ce_tok": kept_mask.sum().item()})
+                both = self.accelerator.reduce(torch.stack([(dc_ce.detach() * kept_mask).sum(),
+                                                            kept_mask.sum().float()]), "sum")
+                self._log_step({"dynamic_ce_sum": both[0].item(), "dynamic_ce_tok": both[1].item()})
         return loss
 
     def _per_micro_batch(self, count: torch.Tensor, mode: str) -> torch.Tensor:
@@ -458,7 +467,8 @@ class DynamicDAPOTrainer(GRPOTrainer):
 
         clipped = (((ratio < 1 - self.epsilon_low) & (advantages < 0))
                    | ((ratio > 1 + self.epsilon_high) & (advantages > 0))).float()
-        values = {"policy_loss": loss.detach().item(), "entropy": global_mean(entropy), "clip_frac": global_mean(clipped)}
+        values = {"policy_loss": self.accelerator.reduce(loss.detach(), "mean").item(), "entropy": global_mean(entropy),
+                  "clip_frac": global_mean(clipped)}
         if "kl_ref_logps" in inputs:  # speed.kl_from_loss: KL(π_θ‖π_ref) of the sampling policy
             values["kl_sum"], values["kl_tok"] = self._gathered_kl_sums(logps.detach(), inputs["kl_ref_logps"], mask)
         self._log_step(values)
@@ -479,22 +489,27 @@ class DynamicDAPOTrainer(GRPOTrainer):
             nothing = _unrefined(len(every), refine.refined_ids.device)
             full_refine = take_refinements([refine, nothing], [(0, where[rc]) if rc in where else (1, j)
                                                                for j, rc in enumerate(every)], pad)
-        full = rollout_stats([x for r in rounds for x in r.task_reward], G, maxr, full_refine)
-        selected = rollout_stats(picked.task_reward, G, maxr, refine)
-        n_groups = len(picked.rows) // G
-        n_ok = sum(sum(informative_groups(r.reward, G)) for r in rounds)
+        # every process's rollouts (rank 0 logs the row): the statistics of the global batch
+        acc = self.accelerator
+        full_task, full_refine = gather_rollouts(acc, [x for r in rounds for x in r.task_reward], full_refine, pad)
+        full = rollout_stats(full_task, G, maxr, full_refine)
+        sel_task, sel_refine = gather_rollouts(acc, picked.task_reward, refine, pad)
+        selected = rollout_stats(sel_task, G, maxr, sel_refine)
+        n_groups = self._global_sum(len(picked.rows) // G)
+        n_ok = self._global_sum(sum(sum(informative_groups(r.reward, G)) for r in rounds))
+        mask = batch["completion_mask"]
         stats = dict(
             **full,
             **{f"selected_{k}": v for k, v in selected.items() if not k.startswith("n_")},
             kl=kl,
-            response_length=batch["completion_mask"].sum(1).float().mean().item(),
-            shaped_reward_mean=nanmean(picked.reward),
+            response_length=self._global_sum(mask.sum().item()) / len(sel_task),
+            shaped_reward_mean=nanmean(picked.reward if acc.num_processes == 1 else gather_object(list(picked.reward))),
             sampling_rounds=len(rounds),
             informative_groups=n_ok,
             frac_reward_zero_std=1.0 - min(n_ok, n_groups) / n_groups,
         )
-        if refine is not None:
-            stats.update(skipped_max_reward=refine.n_skipped_max, refined_distinct=refine.n_distinct)
+        if sel_refine is not None:
+            stats.update(skipped_max_reward=sel_refine.n_skipped_max, refined_distinct=sel_refine.n_distinct)
         stats.update({f"time_{k}": v for k, v in self.timer.totals.items()})
         return stats
 

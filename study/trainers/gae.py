@@ -39,17 +39,24 @@ def compute_gae(
     return advantages, returns
 
 
-def masked_mean_var(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def masked_mean_var(x: torch.Tensor, mask: torch.Tensor, reduce=_identity) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased variance over the masked entries. ``reduce`` sums a 0-dim tensor over processes (PPO under
+    N processes: ``lambda t: accelerator.reduce(t, "sum")``), so the moments are those of every rank's tokens."""
     m = mask.to(x.dtype)
-    n = m.sum().clamp(min=1.0)
-    mean = (x * m).sum() / n
-    var = (((x - mean) ** 2) * m).sum() / (n - 1).clamp(min=1.0)
+    n = reduce(m.sum()).clamp(min=1.0)
+    mean = reduce((x * m).sum()) / n
+    var = reduce((((x - mean) ** 2) * m).sum()) / (n - 1).clamp(min=1.0)
     return mean, var
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the masked entries; padding stays 0."""
-    mean, var = masked_mean_var(x, mask)
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+           reduce=_identity) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (of every process, with ``reduce``); padding stays 0."""
+    mean, var = masked_mean_var(x, mask, reduce)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

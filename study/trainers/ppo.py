@@ -75,6 +75,7 @@ from study.trainers.common import (
     refine_and_filter,
     refined_ce_for_samples,
     rollout_stats,
+    gather_rollouts,
     sample_rows,
     score,
 )
@@ -110,25 +111,32 @@ class ValueModel(nn.Module):
 # loss terms (each one a small function: tests check them on hand examples)
 
 
+def _token_mean(x: torch.Tensor, mask: torch.Tensor, n_global: torch.Tensor | None, world: int) -> torch.Tensor:
+    return masked_mean(x, mask) if n_global is None else global_token_mean(x, mask, n_global, world)
+
+
 def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_CLIP, PPO's clipped surrogate (to minimise), token-mean over ``mask``; returns (loss, clip_frac)."""
+                clip_range: float, n_global: torch.Tensor | None = None, world: int = 1
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_CLIP, PPO's clipped surrogate (to minimise), token-mean over ``mask`` (over every rank's minibatch tokens
+    when ``n_global`` is given: ``global_token_mean``); returns (loss, clip_frac)."""
     ratio = torch.exp(logps - old_logps)
     surr_unclipped = -advantages * ratio
     surr_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(surr_unclipped, surr_clipped), mask)
-    clip_frac = masked_mean((surr_clipped > surr_unclipped).float(), mask)
+    loss = _token_mean(torch.maximum(surr_unclipped, surr_clipped), mask, n_global, world)
+    clip_frac = _token_mean((surr_clipped > surr_unclipped).float(), mask, n_global, world)
     return loss, clip_frac.detach()
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+               clip_range: float, n_global: torch.Tensor | None = None, world: int = 1
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_V with value clipping: 0.5 · mean max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²); (loss, clip_frac)."""
     values_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     err_unclipped = (values - returns) ** 2
     err_clipped = (values_clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(err_unclipped, err_clipped), mask)
-    clip_frac = masked_mean((err_clipped > err_unclipped).float(), mask)
+    loss = 0.5 * _token_mean(torch.maximum(err_unclipped, err_clipped), mask, n_global, world)
+    clip_frac = _token_mean((err_clipped > err_unclipped).float(), mask, n_global, world)
     return loss, clip_frac.detach()
 
 
@@ -146,13 +154,15 @@ def token_rewards(scores: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | N
     return rewards
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, reduce=lambda t: t) -> float:
+    """1 − Var(R − V) / Var(R) over the masked tokens (of every process, with ``reduce``: a sum over ranks)."""
     m = mask.to(torch.float32)
-    n = m.sum().clamp(min=1.0)
-    r_mean = (returns * m).sum() / n
-    var_r = (((returns - r_mean) ** 2) * m).sum() / n
+    n = reduce(m.sum()).clamp(min=1.0)
+    r_mean = reduce((returns * m).sum()) / n
+    var_r = reduce((((returns - r_mean) ** 2) * m).sum()) / n
     d = (returns - values) * m
-    var_d = (((d - (d.sum() / n)) ** 2) * m).sum() / n
+    d_mean = reduce(d.sum()) / n
+    var_d = reduce((((d - d_mean) ** 2) * m).sum()) / n
     return float("nan") if var_r.item() == 0 else (1.0 - var_d / var_r).item()
 
 
@@ -251,38 +261,58 @@ class ProblemSampler:
 # checkpoints
 
 
-def save_checkpoint(root: Path, step: int, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
-                    sched_critic, sampler: ProblemSampler, extra: dict | None = None) -> Path:
-    """Write ``root/step-<step>/`` atomically (temp folder, then rename) and point ``root/latest`` at it."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    tmp = root / f".step-{step}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    policy.save_pretrained(tmp / "policy")
-    tokenizer.save_pretrained(tmp / "policy")
-    torch.save(critic.state_dict(), tmp / "critic.pt")
-    torch.save({"optimizer": opt_actor.state_dict(), "scheduler": sched_actor.state_dict()}, tmp / "optim_actor.pt")
-    torch.save({"optimizer": opt_critic.state_dict(), "scheduler": sched_critic.state_dict()},
-               tmp / "optim_critic.pt")
+def _rng_file(rank: int) -> str:
+    return "rng.pt" if rank == 0 else f"rng-{rank}.pt"
+
+
+def _rng_state(sampler: ProblemSampler) -> dict:
     import numpy as np
 
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-           "sampler": sampler.state_dict()}
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    latest_tmp = root / f".latest.tmp{os.getpid()}"
-    latest_tmp.write_text(final.name)
-    os.replace(latest_tmp, root / "latest")
-    for old in root.glob("step-*"):  # only the latest is ever resumed from
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "sampler": sampler.state_dict()}
+
+
+def save_checkpoint(root: Path, step: int, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
+                    sched_critic, sampler: ProblemSampler, extra: dict | None = None, accelerator=None) -> Path:
+    """Write ``root/step-<step>/`` atomically (temp folder, then rename) and point ``root/latest`` at it.
+
+    Under N processes (``accelerator``) every rank calls this: rank 0 writes the weights, optimiser states and its
+    RNG (``rng.pt``), rank r its own RNG (``rng-<r>.pt``) into the same temp folder, and rank 0 renames it once all
+    have written. ``policy``/``critic`` are the unwrapped modules."""
+    rank = accelerator.process_index if accelerator is not None else 0
+    barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
+    root = Path(root)
+    final = root / f"step-{step}"
+    tmp = root / f".step-{step}.tmp"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        policy.save_pretrained(tmp / "policy")
+        tokenizer.save_pretrained(tmp / "policy")
+        torch.save(critic.state_dict(), tmp / "critic.pt")
+        torch.save({"optimizer": opt_actor.state_dict(), "scheduler": sched_actor.state_dict()},
+                   tmp / "optim_actor.pt")
+        torch.save({"optimizer": opt_critic.state_dict(), "scheduler": sched_critic.state_dict()},
+                   tmp / "optim_critic.pt")
+        world = accelerator.num_processes if accelerator is not None else 1
+        (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": world, **(extra or {})}, indent=2))
+    barrier()  # the temp folder exists
+    torch.save(_rng_state(sampler), tmp / _rng_file(rank))
+    barrier()  # every rank's RNG is in it
+    if rank == 0:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        latest_tmp = root / f".latest.tmp{os.getpid()}"
+        latest_tmp.write_text(final.name)
+        os.replace(latest_tmp, root / "latest")
+        for old in root.glob("step-*"):  # only the latest is ever resumed from
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier()  # nobody reads a half-renamed checkpoint
     return final
 
 
@@ -298,8 +328,9 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
 
 
 def load_checkpoint(path: Path, policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
-                    sampler: ProblemSampler) -> int:
-    """Restore everything :func:`save_checkpoint` wrote; returns the step it was taken at."""
+                    sampler: ProblemSampler, rank: int = 0) -> int:
+    """Restore everything :func:`save_checkpoint` wrote (every rank loads the weights and optimiser states, and
+    its own RNG: ``rng-<rank>.pt``, rank 0's when the checkpoint came from fewer processes); returns the step."""
     import numpy as np
     from transformers import AutoModelForCausalLM
 
@@ -313,7 +344,8 @@ def load_checkpoint(path: Path, policy, critic, opt_actor, opt_critic, sched_act
     sched_actor.load_state_dict(a["scheduler"])
     opt_critic.load_state_dict(c["optimizer"])
     sched_critic.load_state_dict(c["scheduler"])
-    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
+    rng_path = path / _rng_file(rank)
+    rng = torch.load(rng_path if rng_path.exists() else path / _rng_file(0), map_location="cpu", weights_only=False)
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
@@ -335,17 +367,50 @@ def _lr_lambda(warmup: int):
     return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
 
 
+def make_accelerator(device: str):
+    """The run's ``Accelerator``: one process, or the N that ``accelerate launch`` / ``torchrun`` started (DDP:
+    gloo on CPU, NCCL on GPUs). PPO trains two models (actor and critic); DeepSpeed and FSDP are refused in
+    ``study.cli`` before anything is written."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device == "cpu")
+
+
+def global_token_mean(x: torch.Tensor, mask: torch.Tensor, n_global: torch.Tensor, world: int) -> torch.Tensor:
+    """Σ_local x·m / Z · world, Z = every rank's masked-token count (``n_global``): DDP averages the ranks'
+    gradients, so the N-process update is that of the mean over all ranks' tokens (= ``masked_mean`` with one)."""
+    return (x * mask.to(x.dtype)).sum() / n_global.clamp(min=1.0) * world
+
+
 def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> dict:
-    """Run ``cfg.steps`` PPO iterations; one metrics row per iteration; returns a summary dict."""
+    """Run ``cfg.steps`` PPO iterations; one metrics row per iteration; returns a summary dict.
+
+    Under N processes each rank samples ``num_prompts / N`` of the step's prompts (the same global draw on every
+    rank, then rank r's slice) and ``mini_batch_size / N`` rollouts per minibatch; advantage whitening, the L_CLIP /
+    L_V / L_DC normalisers and the logged statistics use every rank's tokens (``acc.reduce``), so one step of N
+    processes computes the update of one process on the same global batch (tests/test_multiprocess.py). Only rank 0
+    writes the run folder."""
     from tqdm.auto import tqdm
 
     mode = cfg.constraint.mode
-    device = components.device
+    acc = make_accelerator(components.device)
+    world, rank = acc.num_processes, acc.process_index
+    device = acc.device
+
+    def gsum(t: torch.Tensor) -> torch.Tensor:  # Σ over processes (identity with one)
+        t = t.detach().float()
+        return acc.reduce(t.reshape(()).to(device), "sum") if world > 1 else t
+
     policy, reference, tokenizer = components.policy, components.reference, components.tokenizer
     temperature = cfg.rollout.temperature
     G = cfg.rollout.num_generations
-    N = cfg.rollout.num_prompts * G
-    mb = cfg.ppo.mini_batch_size
+    N = cfg.rollout.num_prompts * G  # rollouts per step, all processes
+    if cfg.rollout.num_prompts % world or cfg.ppo.mini_batch_size % world:
+        from study.errors import UserError
+
+        raise UserError(f"ppo: rollout.num_prompts ({cfg.rollout.num_prompts}) and ppo.mini_batch_size "
+                        f"({cfg.ppo.mini_batch_size}) must be multiples of the number of processes ({world})")
+    n_local, mb = N // world, cfg.ppo.mini_batch_size // world  # this rank's rollouts and minibatch rows
     lam_dc = cfg.constraint.coef
     beta = cfg.constraint.kl_coef
 
@@ -356,9 +421,14 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                                   weight_decay=cfg.optim.weight_decay)
     opt_critic = torch.optim.AdamW(critic.parameters(), lr=cfg.optim.critic_learning_rate,
                                    weight_decay=cfg.optim.weight_decay)
+    # DDP wraps what is trained (gradients averaged over ranks); the frozen reference and the refiner stay per rank
+    policy_w, critic_w, opt_actor, opt_critic = acc.prepare(policy, critic, opt_actor, opt_critic)
+    policy, critic = acc.unwrap_model(policy_w), acc.unwrap_model(critic_w)  # no-grad work, generation, saving
     sched_actor = torch.optim.lr_scheduler.LambdaLR(opt_actor, _lr_lambda(cfg.optim.warmup_steps))
     sched_critic = torch.optim.lr_scheduler.LambdaLR(opt_critic, _lr_lambda(cfg.optim.warmup_steps))
-    sampler = ProblemSampler(list(components.problems), cfg.seed)
+    sampler = ProblemSampler(list(components.problems), cfg.seed)  # same draw on every rank
+    if rank > 0:  # each rank samples its own rollouts (rank 0 keeps the one-process stream)
+        torch.manual_seed(cfg.seed + 1_000_003 * rank)
     refine_fn = make_refine_fn(cfg, components) if mode == "dynamic" else None
     ckpt_root = Path(run.root) / "checkpoints"
 
@@ -367,24 +437,28 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     start = 1
     if resume_from is not None:
         start = load_checkpoint(Path(resume_from), policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
-                                sampler) + 1
-        run.truncate_to_step(start - 1)  # rows written after the checkpoint are redone
+                                sampler, rank) + 1
+        run.truncate_to_step(start - 1)  # rows written after the checkpoint are redone (rank 0)
 
     step_times: list[float] = []
     last_row: dict[str, Any] = {}
-    tracker = MetricTracker(cfg, run)  # report_to: TensorBoard / W&B (logging only)
-    bar = tqdm(range(start, cfg.steps + 1), desc=f"ppo[{mode}]", unit="it", dynamic_ncols=True)
+    tracker = MetricTracker(cfg, run) if acc.is_main_process else None  # report_to: TensorBoard / W&B
+    bar = tqdm(range(start, cfg.steps + 1), desc=f"ppo[{mode}]", unit="it", dynamic_ncols=True,
+               disable=not acc.is_main_process)
     for step in bar:
         timer = StepTimer()
         t_step = time.perf_counter()
         lr_now = opt_actor.param_groups[0]["lr"]
 
-        # ---- 1. rollout: y ~ π_θ(·|x) ----------------------------------------------------------------------
+        # ---- 1. rollout: y ~ π_θ(·|x) (this rank's slice of the step's prompts) -------------------------------
         with timer("rollout"):
-            problems = [p for p in sampler.next(cfg.rollout.num_prompts) for _ in range(G)]
+            drawn = sampler.next(cfg.rollout.num_prompts)
+            mine = drawn[rank * len(drawn) // world:(rank + 1) * len(drawn) // world]
+            problems = [p for p in mine for _ in range(G)]
             roll = sample_rollout(policy, tokenizer, problems, cfg, device)
             rows = [as_row(p, cfg.refiner.task) for p in problems]  # what the reward model sees
             mask = roll.response_mask
+            n_tok = gsum(mask.sum())  # response tokens of the whole step, all ranks
 
         # ---- 2. reward: r(x, y) ----------------------------------------------------------------------------
         with timer("reward"):
@@ -407,91 +481,105 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             old_logps = torch.zeros(mask.shape, device=device)
             ref_logps = torch.zeros(mask.shape, device=device)
             old_values = torch.zeros(mask.shape, device=device)
-            for s in _chunks(N, mb):
+            for s in _chunks(n_local, mb):
                 args = (roll.prompt_ids[s], roll.prompt_mask[s], roll.response_ids[s], mask[s])
                 old_logps[s] = token_logps(policy, *args, temperature=temperature)[0]
                 ref_logps[s] = token_logps(reference, *args, temperature=temperature)[0]
                 old_values[s] = response_values(critic, *args)
-            kl_t = static_kl(old_logps, ref_logps, cfg.constraint.kl_estimator) * mask  # (N, T) per token
-            ce_samples = refined_ce_for_samples(policy, roll.prompt_ids, roll.prompt_mask, ref, cfg.samples_per_step)
+            kl_t = static_kl(old_logps, ref_logps, cfg.constraint.kl_estimator) * mask  # (n_local, T) per token
+            ce_samples = (refined_ce_for_samples(policy, roll.prompt_ids, roll.prompt_mask, ref, cfg.samples_per_step)
+                          if acc.is_main_process else None)
 
         # ---- 5. per-token rewards; MODE: static adds −β·KL_t (Eq. 2-3 as a reward penalty) -------------------
-        # ---- 6. GAE over response tokens, returns, whitened advantages ---------------------------------------
+        # ---- 6. GAE over response tokens, returns, advantages whitened over every rank's tokens ---------------
         with timer("update"):
             rewards_t = token_rewards(scores, mask, kl=kl_t if mode == "static" else None, kl_coef=beta)
             advantages, returns = compute_gae(rewards_t, old_values, mask, cfg.ppo.gamma, cfg.ppo.gae_lambda)
             if cfg.ppo.whiten_advantages:
-                advantages = whiten(advantages, mask)
+                advantages = whiten(advantages, mask, reduce=gsum)
 
             # ---- 7. PPO update: ppo_epochs passes over shuffled minibatches ---------------------------------
             stats: dict[str, list[float]] = {k: [] for k in (
                 "loss", "pg_loss", "vf_loss", "dc_loss", "clip_frac", "vf_clip_frac", "entropy", "approx_kl",
                 "grad_norm", "critic_grad_norm")}
-            # minibatch order is a function of (seed, step): a resumed run shuffles exactly as an uninterrupted one
-            shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            # minibatch order is a function of (seed, step, rank): a resumed run shuffles as an uninterrupted one
+            shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919 * rank)
             for _epoch in range(cfg.ppo.ppo_epochs):
-                perm = torch.randperm(N, generator=shuffle_gen).to(device)
-                for s in _chunks(N, mb):
+                perm = torch.randperm(n_local, generator=shuffle_gen).to(device)
+                for s in _chunks(n_local, mb):
                     idx = perm[s]
                     args = (roll.prompt_ids[idx], roll.prompt_mask[idx], roll.response_ids[idx], mask[idx])
-                    # actor: L_CLIP
-                    logps, entropy = token_logps(policy, *args, temperature=temperature, with_entropy=True)
+                    n_mb = gsum(mask[idx].sum())  # the global minibatch's response tokens
+                    # actor: L_CLIP, token mean over the global minibatch
+                    logps, entropy = token_logps(policy_w, *args, temperature=temperature, with_entropy=True)
                     pg_loss, clip_frac = policy_loss(logps, old_logps[idx], advantages[idx], mask[idx],
-                                                     cfg.ppo.clip_range)
+                                                     cfg.ppo.clip_range, n_global=n_mb, world=world)
                     actor_loss = pg_loss
-                    # MODE: dynamic -- + λ · L_DC on this minibatch's kept refined pairs (Eq. 6), normalised
-                    # over this minibatch (Z: its kept tokens or sequences)
+                    # MODE: dynamic -- + λ · L_DC on the minibatch's kept refined pairs (Eq. 6), normalised over
+                    # the global minibatch (Z: its kept tokens, kept sequences or rollouts, all ranks)
                     dc_loss = None
                     if ref is not None:
                         kept = idx[ref.keep[idx]]
-                        if len(kept):
-                            ce = -token_logps(policy, roll.prompt_ids[kept], roll.prompt_mask[kept],
-                                              ref.refined_ids[kept], ref.refined_mask[kept])[0]
-                            z = constraint_normalizer(dc_mask[idx], ref.keep[idx], cfg.constraint.normalize)
-                            dc_loss = dynamic_constraint_loss(ce, dc_mask[kept], ref.keep[kept],
-                                                              cfg.constraint.normalize, normalizer=z)
+                        z = gsum(constraint_normalizer(dc_mask[idx], ref.keep[idx], cfg.constraint.normalize))
+                        n_kept = gsum(torch.tensor(float(len(kept))))
+                        if n_kept > 0:  # every rank runs the L_DC forward when any rank has a kept pair (DDP)
+                            rows_dc = kept if len(kept) else idx[:1]  # no local pair: one row at weight 0
+                            ce = -token_logps(policy_w, roll.prompt_ids[rows_dc], roll.prompt_mask[rows_dc],
+                                              ref.refined_ids[rows_dc], ref.refined_mask[rows_dc])[0]
+                            dc_loss = dynamic_constraint_loss(ce, dc_mask[rows_dc], ref.keep[rows_dc],
+                                                              cfg.constraint.normalize, normalizer=z) * world
                             actor_loss = actor_loss + lam_dc * dc_loss
                     opt_actor.zero_grad(set_to_none=True)
-                    actor_loss.backward()
-                    gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
+                    acc.backward(actor_loss)
+                    gn = acc.clip_grad_norm_(policy_w.parameters(), cfg.optim.max_grad_norm)
                     opt_actor.step()
 
-                    # critic: L_V with value clipping
-                    values = response_values(critic, *args)
+                    # critic: L_V with value clipping, token mean over the global minibatch
+                    values = response_values(critic_w, *args)
                     vf_loss, vf_clip = value_loss(values, old_values[idx], returns[idx], mask[idx],
-                                                  cfg.ppo.value_clip_range)
+                                                  cfg.ppo.value_clip_range, n_global=n_mb, world=world)
                     opt_critic.zero_grad(set_to_none=True)
-                    (cfg.ppo.vf_coef * vf_loss).backward()
-                    cgn = torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.optim.max_grad_norm)
+                    acc.backward(cfg.ppo.vf_coef * vf_loss)
+                    cgn = acc.clip_grad_norm_(critic_w.parameters(), cfg.optim.max_grad_norm)
                     opt_critic.step()
 
-                    with torch.no_grad():
+                    with torch.no_grad():  # logged values: global means (each rank's term sums to them)
+                        def gmean(x):
+                            return (gsum(x) / world).item()
+
                         log_ratio = (logps - old_logps[idx]) * mask[idx]
-                        stats["approx_kl"].append(masked_mean(torch.exp(log_ratio) - 1 - log_ratio, mask[idx]).item())
-                        stats["entropy"].append(masked_mean(entropy, mask[idx]).item())
-                    stats["loss"].append(actor_loss.item() + cfg.ppo.vf_coef * vf_loss.item())
-                    stats["pg_loss"].append(pg_loss.item())
-                    stats["vf_loss"].append(vf_loss.item())
-                    if dc_loss is not None:
-                        stats["dc_loss"].append(dc_loss.item())
-                    stats["clip_frac"].append(clip_frac.item())
-                    stats["vf_clip_frac"].append(vf_clip.item())
-                    stats["grad_norm"].append(float(gn))
+                        stats["approx_kl"].append(gmean(global_token_mean(torch.exp(log_ratio) - 1 - log_ratio,
+                                                                          mask[idx], n_mb, world)))
+                        stats["entropy"].append(gmean(global_token_mean(entropy, mask[idx], n_mb, world)))
+                        stats["loss"].append(gmean(actor_loss) + cfg.ppo.vf_coef * gmean(vf_loss))
+                        stats["pg_loss"].append(gmean(pg_loss))
+                        stats["vf_loss"].append(gmean(vf_loss))
+                        if dc_loss is not None:
+                            stats["dc_loss"].append(gmean(dc_loss))
+                        stats["clip_frac"].append(gmean(clip_frac))
+                        stats["vf_clip_frac"].append(gmean(vf_clip))
+                    stats["grad_norm"].append(float(gn))  # of the synchronised gradients: equal on every rank
                     stats["critic_grad_norm"].append(float(cgn))
             sched_actor.step()
             sched_critic.step()
 
-        # ---- log -------------------------------------------------------------------------------------------
+        # ---- log (statistics of every rank's rollouts; rank 0 writes) ---------------------------------------
         def mean(xs):
             return sum(xs) / len(xs) if xs else float("nan")
 
-        n_tokens = mask.sum(-1).float()
+        def seq_mean(per_row: torch.Tensor) -> float:  # mean over the step's N sequences, all ranks
+            return (gsum(per_row.sum()) / N).item()
+
+        def tok_mean(x: torch.Tensor) -> float:  # mean over the step's response tokens, all ranks
+            return (gsum((x * mask).sum()) / n_tok.clamp(min=1.0)).item()
+
+        all_scores, all_ref = gather_rollouts(acc, scores_list, ref, pad_id(tokenizer))
         row = metric_row(
             step,
-            **rollout_stats(scores_list, G, components.max_reward, ref),  # rewards, refinements, counts
-            kl=kl_t.sum(-1).mean().item(),
+            **rollout_stats(all_scores, G, components.max_reward, all_ref),  # rewards, refinements, counts
+            kl=seq_mean(kl_t.sum(-1)),
             dynamic_ce=mean(stats["dc_loss"]),
-            response_length=n_tokens.mean().item(),
+            response_length=seq_mean(mask.sum(-1).float()),
             entropy=mean(stats["entropy"]),
             clip_frac=mean(stats["clip_frac"]),
             learning_rate=lr_now,
@@ -504,34 +592,37 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             approx_kl=mean(stats["approx_kl"]),
             grad_norm=mean(stats["grad_norm"]),
             critic_grad_norm=mean(stats["critic_grad_norm"]),
-            explained_variance=explained_variance(old_values, returns, mask),
-            value_mean=masked_mean(old_values, mask).item(),
-            return_mean=masked_mean(returns, mask).item(),
-            kl_k1=(static_kl(old_logps, ref_logps, "k1") * mask).sum(-1).mean().item(),
-            kl_k3=(static_kl(old_logps, ref_logps, "k3") * mask).sum(-1).mean().item(),
-            kl_penalty_mean=(beta * kl_t.sum(-1)).mean().item() if mode == "static" else 0.0,
-            truncated_frac=sum(roll.truncated) / N,
+            explained_variance=explained_variance(old_values, returns, mask, reduce=gsum),
+            value_mean=tok_mean(old_values),
+            return_mean=tok_mean(returns),
+            kl_k1=seq_mean((static_kl(old_logps, ref_logps, "k1") * mask).sum(-1)),
+            kl_k3=seq_mean((static_kl(old_logps, ref_logps, "k3") * mask).sum(-1)),
+            kl_penalty_mean=seq_mean(beta * kl_t.sum(-1)) if mode == "static" else 0.0,
+            truncated_frac=seq_mean(torch.tensor([float(t) for t in roll.truncated])),
             critic_learning_rate=opt_critic.param_groups[0]["lr"],
-            kept=ref.n_kept if ref is not None else float("nan"),
+            kept=all_ref.n_kept if all_ref is not None else float("nan"),
         )
         row["time_step"] = time.perf_counter() - t_step
-        run.log_metrics(row)
-        tracker.log(row, step)
-        run.log_samples(sample_rows(step, rows, roll.texts, roll.token_ids, scores_list, ref, ce_samples, tokenizer,
-                                    cfg.samples_per_step))
+        if acc.is_main_process:
+            run.log_metrics(row)
+            tracker.log(row, step)
+            run.log_samples(sample_rows(step, rows, roll.texts, roll.token_ids, scores_list, ref, ce_samples,
+                                        tokenizer, cfg.samples_per_step))  # rank 0's rollouts
         step_times.append(row["time_step"])
         last_row = row
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
 
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
             save_checkpoint(ckpt_root, step, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
-                            sched_critic, sampler, extra={"mode": mode, "config_hash": cfg.hash()})
+                            sched_critic, sampler, extra={"mode": mode, "config_hash": cfg.hash()}, accelerator=acc)
 
-    tracker.close()
+    if tracker is not None:
+        tracker.close()
     return {
         "trainer": "ppo",
         "mode": mode,
         "steps": cfg.steps,
+        "world_size": world,
         "final_reward_mean": last_row.get("reward_mean", float("nan")),
         "final_kl": last_row.get("kl", float("nan")),
         "seconds_per_step": (sum(step_times) / len(step_times)) if step_times else float("nan"),
