@@ -12,9 +12,9 @@ notebooks/); by default it is found from the working directory (``study.paths``)
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are
 imported only when their command runs, so ``study sandbox`` does not import torch. Bad input raises
-``UserError``: one line on stderr, exit code 2. ``study train`` with a PPO config under a DeepSpeed or FSDP
-``accelerate launch`` is refused that way before anything is written: the PPO trainer runs in one process or under
-DDP (``configs/accelerate/ddp.yaml``, ``cpu2.yaml``, ``multinode.yaml``).
+``UserError``: one line on stderr, exit code 2. ``study train`` with a PPO config under an FSDP
+``accelerate launch`` is refused that way before anything is written: the PPO trainer runs in one process, under
+DDP (``configs/accelerate/ddp.yaml``, ``cpu2.yaml``, ``multinode.yaml``) or DeepSpeed (``zero2.yaml``, ``zero3.yaml``).
 """
 
 from __future__ import annotations
@@ -104,11 +104,11 @@ def sharded_launcher() -> str | None:
     return None
 
 
-def refuse_sharded_ppo(args: argparse.Namespace) -> None:
-    """``study train`` with a PPO config under DeepSpeed or FSDP stops here, before anything is written: PPO
-    trains two models (actor and critic) with their own optimisers, which the trainer prepares for DDP only."""
+def refuse_fsdp_ppo(args: argparse.Namespace) -> None:
+    """``study train`` with a PPO config under FSDP stops here, before anything is written: the PPO trainer prepares
+    its actor + critic module for DDP or DeepSpeed, not FSDP."""
     engine = sharded_launcher()
-    if engine is None:
+    if engine != "FSDP":
         return
     from study.config import load_config
 
@@ -122,8 +122,8 @@ def refuse_sharded_ppo(args: argparse.Namespace) -> None:
         return
     cfg = load_config(path, getattr(args, "overrides", None))
     if cfg.trainer == "ppo":
-        raise UserError(f"the PPO trainer runs under DDP, not {engine} (one of {world_size()} processes): launch "
-                        "it with configs/accelerate/ddp.yaml (nothing was written)")
+        raise UserError(f"the PPO trainer runs under DDP or DeepSpeed, not {engine} (one of {world_size()} "
+                        "processes): launch it with configs/accelerate/ddp.yaml or zero2.yaml (nothing was written)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         paths.set_root(root)
     try:
         if args.command == "train":
-            refuse_sharded_ppo(args)
+            refuse_fsdp_ppo(args)
         return int(args._module.run(args) or 0)
     except UserError as exc:
         print(f"study {args.command}: error: {exc}", file=sys.stderr)

@@ -67,8 +67,8 @@ class Profile:
     launcher: str | dict[str, str] | None = None
     """How ``study reproduce`` starts each training run: unset -> in this process (or ``--jobs`` spawned ones); a
     command prefix such as ``accelerate launch --config_file configs/accelerate/zero2.yaml`` -> one launch per run,
-    ``<launcher> -m study train <config>``; a mapping trainer -> prefix gives DAPO and PPO their own (PPO runs
-    under DDP only). ``study reproduce --launcher`` overrides it."""
+    ``<launcher> -m study train <config>``; a mapping trainer -> prefix gives DAPO and PPO their own.
+    ``study reproduce --launcher`` overrides it."""
 
     @property
     def base_dir(self) -> Path:

@@ -26,9 +26,9 @@ Assumptions to keep in mind:
   master copy (8 B/param trained, not 16); DeepSpeed's bf16 mode keeps the fp32 master and fp32 states (16). The
   table uses 16 B/param everywhere: the larger of the two for DDP.
 - Sharding the frozen models under ZeRO-3 is what ZeRO-3 allows (``zero3_init_flag: true`` partitions models as
-  ``from_pretrained`` loads them); whether a given trainer gets it is not checked here. The PPO trainer runs
-  under DDP only (``study train`` refuses it under DeepSpeed / FSDP), so of its rows only DDP is what this package
-  runs; the ZeRO rows say what the paper's 4-8 GPU setting would need.
+  ``from_pretrained`` loads them); whether a given trainer gets it is not checked here: the PPO trainer shards
+  its actor + critic under ZeRO-3 but keeps the frozen reference (and reward model) whole on every rank, so its
+  ZeRO-3 frozen-weights column is a lower bound of what it uses.
 - The refiner is the frozen reference itself (one copy), as in ``study.train`` (``Refiner(ref_model, ...)``).
 
 Parameter counts are computed from each model's published ``config.json`` (architecture constants below; the

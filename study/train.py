@@ -76,12 +76,21 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def accelerate_cpu_mode(device: str) -> bool:
+    """Whether accelerate runs in its CPU mode (``Accelerator(cpu=True)``) for ``device``: yes on the CPU, except
+    under a DeepSpeed launch, where CPU mode would turn DeepSpeed off (DeepSpeed then runs on its CPU accelerator,
+    ``DS_ACCELERATOR=cpu``, over gloo)."""
+    return device == "cpu" and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"
+
+
 def process_state(device: str):
     """accelerate's ``PartialState`` for this process: the process group when launched as one of N (gloo on CPU,
     NCCL on GPUs; the trainers' ``Accelerator`` joins the same state), a trivial one otherwise."""
     from accelerate import PartialState
 
-    return PartialState(cpu=device == "cpu")
+    if device == "cpu" and not accelerate_cpu_mode(device):
+        return PartialState(cpu=False, backend="gloo")
+    return PartialState(cpu=accelerate_cpu_mode(device))
 
 
 def resolve_model_path(spec: str) -> str:
@@ -267,8 +276,15 @@ def run_training(cfg: TrainConfig, runs_dir: str | Path | None = None, resume: b
     if cfg.eval_benchmarks and state.is_main_process:  # the trained policy is the same on every rank
         from study.evaluate import evaluate_after_training
 
+        policy = components.policy
+        if state.num_processes > 1:  # ZeRO-3 leaves each rank a shard: rank 0 evaluates the saved full weights
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            policy = AutoModelForCausalLM.from_pretrained(summary["final_model"], dtype=getattr(torch, cfg.dtype))
+            policy = policy.to(components.device).eval()
         for bench in cfg.eval_benchmarks:
-            evaluate_after_training(components.policy, components.tokenizer, bench, cfg, out_dir=run_dir / "eval" / bench)
+            evaluate_after_training(policy, components.tokenizer, bench, cfg, out_dir=run_dir / "eval" / bench)
     run.mark_done(summary)
     return run_dir
 

@@ -45,11 +45,9 @@ if os.environ.get("PROBE_GREEDY") == "1":
 if os.environ.get("PROBE_KILL_AT"):
     _save = ppo.save_checkpoint
 
-    def _save_then_die(root, step, *a, **k):
-        out = _save(root, step, *a, **k)
-        acc = k.get("accelerator")
-        if step == int(os.environ["PROBE_KILL_AT"]) and acc is not None and \
-                acc.process_index == int(os.environ.get("PROBE_KILL_RANK", "1")):
+    def _save_then_die(root, step, acc, *a, **k):
+        out = _save(root, step, acc, *a, **k)
+        if step == int(os.environ["PROBE_KILL_AT"]) and acc.process_index == int(os.environ.get("PROBE_KILL_RANK", "1")):
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 

@@ -290,23 +290,28 @@ def test_critic_starts_from_the_policy_weights(tiny):
 
 
 def test_checkpoint_round_trip(tiny, tmp_path):
+    """``load_checkpoint`` restores the weights, the optimiser state and the registered objects (scheduler, problem
+    sampler) into a freshly prepared actor-critic."""
     from transformers import AutoModelForCausalLM
 
-    from study.trainers.ppo import ProblemSampler, ValueModel, _lr_lambda
+    from study.trainers.ppo import ProblemSampler, make_accelerator, prepare_actor_critic
 
     torch.set_num_threads(1)
     _, run, policy, _ = run_once(tiny, tmp_path, "none")
     ck = run.root / "checkpoints" / "step-1"
+    cfg = make_cfg("none")
+    acc = make_accelerator("cpu")
     fresh = AutoModelForCausalLM.from_pretrained(tiny)
-    critic = ValueModel(fresh)
-    oa = torch.optim.AdamW(fresh.parameters())
-    oc = torch.optim.AdamW(critic.parameters())
-    sa = torch.optim.lr_scheduler.LambdaLR(oa, _lr_lambda(0))
-    sc = torch.optim.lr_scheduler.LambdaLR(oc, _lr_lambda(0))
-    step = load_checkpoint(ck, fresh, critic, oa, oc, sa, sc, ProblemSampler(problems(), 0))
+    model, opt, sched = prepare_actor_critic(fresh, cfg, acc, 2)
+    sampler = ProblemSampler(problems(), 0)
+    acc.register_for_checkpointing(sched, sampler)
+    assert not torch.equal(_params(fresh), _params(policy))
+    step = load_checkpoint(ck, acc)
     assert step == 1
     assert torch.equal(_params(fresh), _params(policy))
-    assert len(oa.state) > 0 and len(oc.state) > 0
+    assert len(opt.state) > 0 and sched.last_epoch == 1
+    untouched = ProblemSampler(problems(), 0)
+    assert not torch.equal(sampler.generator.get_state(), untouched.generator.get_state())  # the draws of step 1
     assert not list(ck.parent.glob(".step-*"))  # no temp folder left behind
 
 

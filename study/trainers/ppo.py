@@ -13,7 +13,7 @@ One iteration, read top to bottom in :func:`train_ppo` (CleanRL style, OpenRLHF'
 6. GAE       A_t, R_t = A_t + V(s_t) over response tokens (γ, λ_GAE), masked whitening of A
 7. update    ``ppo_epochs`` passes over shuffled minibatches of ``mini_batch_size`` rollouts:
                actor  L = L_CLIP  (+ λ · L_DC in ``dynamic``: Eq. 6, the kept pairs of this minibatch)
-               critic L_V (value clipping), own AdamW
+               critic L_V (value clipping); one backward of both, one AdamW (two parameter groups)
 
 The three modes differ in exactly three places, each marked ``# MODE:``: the β·KL reward shaping (static, Eq. 2-3),
 the refine+filter phase (dynamic), and the λ·L_DC actor-loss term (dynamic, Eq. 6).
@@ -36,15 +36,22 @@ Choices stated here because the paper does not fix them:
   penalty; our PPO configs set k1). The logged ``kl`` is the per-sequence **sum** over response tokens,
   averaged over sequences (a sequence-level KL, the quantity of the paper's Fig. 4), in every mode.
 * The critic is a copy of the policy's backbone (same initial weights) with a linear value head on the last
-  hidden state; V(s_t) is read at the position that predicts token t. Critic and actor have separate AdamW
-  optimisers (``optim.critic_learning_rate`` / ``optim.learning_rate``); ``ppo.vf_coef`` scales L_V.
+  hidden state; V(s_t) is read at the position that predicts token t. Actor and critic are one ``ActorCritic``
+  module with one AdamW of two parameter groups (``optim.learning_rate`` / ``optim.critic_learning_rate``; the
+  same per-parameter updates as two optimisers) and one backward of L_actor + vf_coef·L_V per minibatch (they share
+  no weights, so each network gets its own loss's gradient); ``ppo.vf_coef`` scales L_V. Each network's gradient
+  norm is clipped on its own, except under DeepSpeed, whose engine clips one global norm over both.
 * ``optim.warmup_steps`` counts RL iterations (linear warm-up, then constant), for both optimisers.
 * The ``samples.jsonl`` CE on y' is the policy's, measured right before the update of that step.
 
 Checkpoints (``checkpoint_every`` and the last step) go to ``<run>/checkpoints/step-<N>/`` (written to a temp
-folder, then renamed; only the latest is kept): ``policy/`` (HF folder + tokenizer), ``critic.pt``, ``optim_actor.pt``,
-``optim_critic.pt``, ``rng.pt`` (python/numpy/torch/cuda RNG and the data-order generator) and ``state.json``.
-:func:`load_checkpoint` restores all of it, so a resume path only needs to call it and start at ``step + 1``.
+folder, then renamed; only the latest is kept): ``state/`` (``Accelerator.save_state``: weights, optimiser,
+scheduler, the problem sampler and every rank's RNG; DeepSpeed's sharded checkpoint under ZeRO), ``policy/`` (HF
+folder + tokenizer, full weights), ``critic.pt`` and ``state.json``. :func:`load_checkpoint` restores ``state/``
+(the same number of processes), so a resume path only needs to call it and start at ``step + 1``.
+
+Multi-process (``accelerate launch`` / ``torchrun``; DDP or DeepSpeed ZeRO-2/3): see :func:`train_ppo`. Rank 0
+writes the run folder; every logged statistic is over all ranks.
 """
 
 from __future__ import annotations
@@ -53,7 +60,6 @@ import copy
 import json
 import os
 import time
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,47 +267,107 @@ class ProblemSampler:
 # checkpoints
 
 
-def _rng_file(rank: int) -> str:
-    return "rng.pt" if rank == 0 else f"rng-{rank}.pt"
+class ActorCritic(nn.Module):
+    """π_θ (``actor``, the HF causal LM) and V (``critic``, a ``ValueModel``) as one module, so that one optimiser
+    (two parameter groups: ``optim.learning_rate`` and ``optim.critic_learning_rate``) and one accelerate wrapper
+    (DDP, or one DeepSpeed engine) train both. ``forward("actor" | "critic", **inputs)`` runs one of them; the
+    trainer calls it through the wrapper, which is where DDP hooks its gradient sync and ZeRO-3 gathers weights."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.actor = policy
+        self.critic = ValueModel(policy)
+
+    def forward(self, part: str, **inputs):
+        if part == "actor":
+            return self.actor(**inputs)
+        return self.critic(inputs["input_ids"], inputs["attention_mask"])
+
+    # what TRL's ``unwrap_model_for_generation`` reads of a model (it gathers ZeRO-3 weights for ``actor.generate``)
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return getattr(self.actor, "is_gradient_checkpointing", False)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.actor.gradient_checkpointing_disable()
+
+    def gradient_checkpointing_enable(self, **kwargs) -> None:
+        self.actor.gradient_checkpointing_enable(**kwargs)
+
+    @property
+    def generation_config(self):
+        return self.actor.generation_config
+
+    @generation_config.setter
+    def generation_config(self, value) -> None:
+        self.actor.generation_config = value
 
 
-def _rng_state(sampler: ProblemSampler) -> dict:
-    import numpy as np
+def make_accelerator(device: str):
+    """The run's ``Accelerator``: one process, or the N that ``accelerate launch`` / ``torchrun`` started (DDP:
+    gloo on CPU, NCCL on GPUs; DeepSpeed ZeRO-2/3 from a DeepSpeed config file)."""
+    from accelerate import Accelerator
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "sampler": sampler.state_dict()}
+    from study.train import accelerate_cpu_mode
+
+    return Accelerator(cpu=accelerate_cpu_mode(device))
 
 
-def save_checkpoint(root: Path, step: int, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
-                    sched_critic, sampler: ProblemSampler, extra: dict | None = None, accelerator=None) -> Path:
-    """Write ``root/step-<step>/`` atomically (temp folder, then rename) and point ``root/latest`` at it.
+def is_deepspeed(acc) -> bool:
+    from accelerate.utils import DistributedType
 
-    Under N processes (``accelerator``) every rank calls this: rank 0 writes the weights, optimiser states and its
-    RNG (``rng.pt``), rank r its own RNG (``rng-<r>.pt``) into the same temp folder, and rank 0 renames it once all
-    have written. ``policy``/``critic`` are the unwrapped modules."""
-    rank = accelerator.process_index if accelerator is not None else 0
-    barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
+    return acc.distributed_type == DistributedType.DEEPSPEED
+
+
+def prepare_actor_critic(policy, cfg, acc, rows_per_minibatch: int):
+    """(model, optimiser, scheduler) with ``model`` the prepared ``ActorCritic`` (DDP / DeepSpeed engine / itself).
+
+    AdamW with two parameter groups (the actor's and the critic's learning rates; per-parameter updates, so the
+    same as two AdamWs), a linear warm-up over ``optim.warmup_steps`` RL iterations for both. Under DeepSpeed the
+    engine clips ONE global gradient norm over actor and critic (``gradient_clipping`` = ``optim.max_grad_norm``);
+    otherwise the trainer clips each network's gradients separately, as with two optimisers."""
+    model = ActorCritic(policy).to(acc.device)
+    model.train()
+    groups = [{"params": list(model.actor.parameters()), "lr": cfg.optim.learning_rate},
+              {"params": list(model.critic.parameters()), "lr": cfg.optim.critic_learning_rate}]
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
+    if is_deepspeed(acc):  # what transformers' Trainer fills in from its batch size (the config files say "auto")
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = rows_per_minibatch
+        ds["train_batch_size"] = rows_per_minibatch * acc.num_processes * int(ds.get("gradient_accumulation_steps", 1))
+        ds["gradient_clipping"] = cfg.optim.max_grad_norm
+    model, opt = acc.prepare(model, opt)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [_lr_lambda(cfg.optim.warmup_steps)] * 2)
+    return model, opt, sched
+
+
+def save_checkpoint(root: Path, step: int, acc, model, tokenizer, extra: dict | None = None) -> Path:
+    """Write ``root/step-<step>/`` (a temp folder, renamed once complete) and point ``root/latest`` at it. Every
+    rank calls this (collective under DeepSpeed).
+
+    ``state/``: ``Accelerator.save_state`` (weights, optimiser, the registered scheduler and problem sampler, and
+    each rank's RNG states; under DeepSpeed the engine's sharded checkpoint). ``policy/`` (HF folder + tokenizer)
+    and ``critic.pt``: the full weights, for whoever reads the run (rank 0 writes them). ``state.json``: step,
+    world size."""
+    rank = acc.process_index
     root = Path(root)
-    final = root / f"step-{step}"
-    tmp = root / f".step-{step}.tmp"
-    if rank == 0:
+    final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
+    full = acc.get_state_dict(model)  # gathered under ZeRO-3 (every rank takes part); rank 0 gets the weights
+    if acc.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        policy.save_pretrained(tmp / "policy")
+    acc.wait_for_everyone()  # the temp folder exists
+    acc.save_state(str(tmp / "state"), safe_serialization=False)
+    if acc.is_main_process:
+        actor_sd = {k[len("actor."):]: v for k, v in full.items() if k.startswith("actor.")}
+        acc.unwrap_model(model).actor.save_pretrained(tmp / "policy", state_dict=actor_sd)
         tokenizer.save_pretrained(tmp / "policy")
-        torch.save(critic.state_dict(), tmp / "critic.pt")
-        torch.save({"optimizer": opt_actor.state_dict(), "scheduler": sched_actor.state_dict()},
-                   tmp / "optim_actor.pt")
-        torch.save({"optimizer": opt_critic.state_dict(), "scheduler": sched_critic.state_dict()},
-                   tmp / "optim_critic.pt")
-        world = accelerator.num_processes if accelerator is not None else 1
-        (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": world, **(extra or {})}, indent=2))
-    barrier()  # the temp folder exists
-    torch.save(_rng_state(sampler), tmp / _rng_file(rank))
-    barrier()  # every rank's RNG is in it
+        torch.save({k[len("critic."):]: v for k, v in full.items() if k.startswith("critic.")}, tmp / "critic.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": acc.num_processes, **(extra or {})},
+                                                   indent=2))
+    acc.wait_for_everyone()  # every rank's state is in it
     if rank == 0:
         if final.exists():
             shutil.rmtree(final)
@@ -312,7 +378,7 @@ def save_checkpoint(root: Path, step: int, policy, tokenizer, critic, opt_actor,
         for old in root.glob("step-*"):  # only the latest is ever resumed from
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
-    barrier()  # nobody reads a half-renamed checkpoint
+    acc.wait_for_everyone()  # nobody reads a half-renamed checkpoint
     return final
 
 
@@ -327,31 +393,12 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
         return None
 
 
-def load_checkpoint(path: Path, policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
-                    sampler: ProblemSampler, rank: int = 0) -> int:
-    """Restore everything :func:`save_checkpoint` wrote (every rank loads the weights and optimiser states, and
-    its own RNG: ``rng-<rank>.pt``, rank 0's when the checkpoint came from fewer processes); returns the step."""
-    import numpy as np
-    from transformers import AutoModelForCausalLM
-
+def load_checkpoint(path: Path, acc) -> int:
+    """Restore what :func:`save_checkpoint` wrote into the prepared model, optimiser and the objects registered
+    with ``acc`` (scheduler, problem sampler), and this rank's RNG (``Accelerator.load_state``; the same number of
+    processes as the run that wrote it); returns the step it was taken at."""
     path = Path(path)
-    src = AutoModelForCausalLM.from_pretrained(path / "policy", dtype=next(policy.parameters()).dtype)
-    policy.load_state_dict(src.state_dict())
-    critic.load_state_dict(torch.load(path / "critic.pt", map_location="cpu"))
-    a = torch.load(path / "optim_actor.pt", map_location="cpu", weights_only=False)
-    c = torch.load(path / "optim_critic.pt", map_location="cpu", weights_only=False)
-    opt_actor.load_state_dict(a["optimizer"])
-    sched_actor.load_state_dict(a["scheduler"])
-    opt_critic.load_state_dict(c["optimizer"])
-    sched_critic.load_state_dict(c["scheduler"])
-    rng_path = path / _rng_file(rank)
-    rng = torch.load(rng_path if rng_path.exists() else path / _rng_file(0), map_location="cpu", weights_only=False)
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    sampler.load_state_dict(rng["sampler"])
+    acc.load_state(str(path / "state"))
     return int(json.loads((path / "state.json").read_text())["step"])
 
 
@@ -365,15 +412,6 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 def _lr_lambda(warmup: int):
     return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
-
-
-def make_accelerator(device: str):
-    """The run's ``Accelerator``: one process, or the N that ``accelerate launch`` / ``torchrun`` started (DDP:
-    gloo on CPU, NCCL on GPUs). PPO trains two models (actor and critic); DeepSpeed and FSDP are refused in
-    ``study.cli`` before anything is written."""
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=device == "cpu")
 
 
 def global_token_mean(x: torch.Tensor, mask: torch.Tensor, n_global: torch.Tensor, world: int) -> torch.Tensor:
@@ -414,19 +452,21 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     lam_dc = cfg.constraint.coef
     beta = cfg.constraint.kl_coef
 
-    critic = ValueModel(policy).to(device)
-    policy.train()
-    critic.train()
-    opt_actor = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.learning_rate,
-                                  weight_decay=cfg.optim.weight_decay)
-    opt_critic = torch.optim.AdamW(critic.parameters(), lr=cfg.optim.critic_learning_rate,
-                                   weight_decay=cfg.optim.weight_decay)
-    # DDP wraps what is trained (gradients averaged over ranks); the frozen reference and the refiner stay per rank
-    policy_w, critic_w, opt_actor, opt_critic = acc.prepare(policy, critic, opt_actor, opt_critic)
-    policy, critic = acc.unwrap_model(policy_w), acc.unwrap_model(critic_w)  # no-grad work, generation, saving
-    sched_actor = torch.optim.lr_scheduler.LambdaLR(opt_actor, _lr_lambda(cfg.optim.warmup_steps))
-    sched_critic = torch.optim.lr_scheduler.LambdaLR(opt_critic, _lr_lambda(cfg.optim.warmup_steps))
+    # actor + critic in one module, one AdamW (two parameter groups), prepared by accelerate: DDP (gradients
+    # averaged over ranks) or one DeepSpeed engine. The frozen reference and the refiner are one copy per rank.
+    model, opt, sched = prepare_actor_critic(policy, cfg, acc, mb)
+    ac = acc.unwrap_model(model)  # its .actor / .critic for no-grad work and generation (no gradient hooks)
+    policy, critic = ac.actor, ac.critic
+    deepspeed = is_deepspeed(acc)
+
+    def actor_fn(**inputs):  # through the wrapper: the forwards that carry gradients
+        return model("actor", **inputs)
+
+    def critic_fn(input_ids, attention_mask):
+        return model("critic", input_ids=input_ids, attention_mask=attention_mask)
+
     sampler = ProblemSampler(list(components.problems), cfg.seed)  # same draw on every rank
+    acc.register_for_checkpointing(sched, sampler)
     if rank > 0:  # each rank samples its own rollouts (rank 0 keeps the one-process stream)
         torch.manual_seed(cfg.seed + 1_000_003 * rank)
     refine_fn = make_refine_fn(cfg, components) if mode == "dynamic" else None
@@ -436,8 +476,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
         resume_from = latest_checkpoint(run.root)[0]
     start = 1
     if resume_from is not None:
-        start = load_checkpoint(Path(resume_from), policy, critic, opt_actor, opt_critic, sched_actor, sched_critic,
-                                sampler, rank) + 1
+        start = load_checkpoint(Path(resume_from), acc) + 1
         run.truncate_to_step(start - 1)  # rows written after the checkpoint are redone (rank 0)
 
     step_times: list[float] = []
@@ -448,14 +487,17 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     for step in bar:
         timer = StepTimer()
         t_step = time.perf_counter()
-        lr_now = opt_actor.param_groups[0]["lr"]
+        lr_now = opt.param_groups[0]["lr"]
 
         # ---- 1. rollout: y ~ π_θ(·|x) (this rank's slice of the step's prompts) -------------------------------
         with timer("rollout"):
             drawn = sampler.next(cfg.rollout.num_prompts)
             mine = drawn[rank * len(drawn) // world:(rank + 1) * len(drawn) // world]
             problems = [p for p in mine for _ in range(G)]
-            roll = sample_rollout(policy, tokenizer, problems, cfg, device)
+            from trl.models import unwrap_model_for_generation
+
+            with unwrap_model_for_generation(model, acc) as unwrapped:  # ZeRO-3: the weights gathered for generate
+                roll = sample_rollout(unwrapped.actor, tokenizer, problems, cfg, device)
             rows = [as_row(p, cfg.refiner.task) for p in problems]  # what the reward model sees
             mask = roll.response_mask
             n_tok = gsum(mask.sum())  # response tokens of the whole step, all ranks
@@ -487,8 +529,8 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                 ref_logps[s] = token_logps(reference, *args, temperature=temperature)[0]
                 old_values[s] = response_values(critic, *args)
             kl_t = static_kl(old_logps, ref_logps, cfg.constraint.kl_estimator) * mask  # (n_local, T) per token
-            ce_samples = (refined_ce_for_samples(policy, roll.prompt_ids, roll.prompt_mask, ref, cfg.samples_per_step)
-                          if acc.is_main_process else None)
+            # every rank (symmetric forwards: ZeRO-3 gathers weights in them); rank 0 logs its samples
+            ce_samples = refined_ce_for_samples(policy, roll.prompt_ids, roll.prompt_mask, ref, cfg.samples_per_step)
 
         # ---- 5. per-token rewards; MODE: static adds −β·KL_t (Eq. 2-3 as a reward penalty) -------------------
         # ---- 6. GAE over response tokens, returns, advantages whitened over every rank's tokens ---------------
@@ -511,7 +553,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                     args = (roll.prompt_ids[idx], roll.prompt_mask[idx], roll.response_ids[idx], mask[idx])
                     n_mb = gsum(mask[idx].sum())  # the global minibatch's response tokens
                     # actor: L_CLIP, token mean over the global minibatch
-                    logps, entropy = token_logps(policy_w, *args, temperature=temperature, with_entropy=True)
+                    logps, entropy = token_logps(actor_fn, *args, temperature=temperature, with_entropy=True)
                     pg_loss, clip_frac = policy_loss(logps, old_logps[idx], advantages[idx], mask[idx],
                                                      cfg.ppo.clip_range, n_global=n_mb, world=world)
                     actor_loss = pg_loss
@@ -524,24 +566,24 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                         n_kept = gsum(torch.tensor(float(len(kept))))
                         if n_kept > 0:  # every rank runs the L_DC forward when any rank has a kept pair (DDP)
                             rows_dc = kept if len(kept) else idx[:1]  # no local pair: one row at weight 0
-                            ce = -token_logps(policy_w, roll.prompt_ids[rows_dc], roll.prompt_mask[rows_dc],
+                            ce = -token_logps(actor_fn, roll.prompt_ids[rows_dc], roll.prompt_mask[rows_dc],
                                               ref.refined_ids[rows_dc], ref.refined_mask[rows_dc])[0]
                             dc_loss = dynamic_constraint_loss(ce, dc_mask[rows_dc], ref.keep[rows_dc],
                                                               cfg.constraint.normalize, normalizer=z) * world
                             actor_loss = actor_loss + lam_dc * dc_loss
-                    opt_actor.zero_grad(set_to_none=True)
-                    acc.backward(actor_loss)
-                    gn = acc.clip_grad_norm_(policy_w.parameters(), cfg.optim.max_grad_norm)
-                    opt_actor.step()
-
                     # critic: L_V with value clipping, token mean over the global minibatch
-                    values = response_values(critic_w, *args)
+                    values = response_values(critic_fn, *args)
                     vf_loss, vf_clip = value_loss(values, old_values[idx], returns[idx], mask[idx],
                                                   cfg.ppo.value_clip_range, n_global=n_mb, world=world)
-                    opt_critic.zero_grad(set_to_none=True)
-                    acc.backward(cfg.ppo.vf_coef * vf_loss)
-                    cgn = acc.clip_grad_norm_(critic_w.parameters(), cfg.optim.max_grad_norm)
-                    opt_critic.step()
+                    # one backward for both networks (they share no weights: each gets its own loss's gradient)
+                    opt.zero_grad(set_to_none=True)
+                    acc.backward(actor_loss + cfg.ppo.vf_coef * vf_loss)  # DeepSpeed: clips and steps here
+                    if deepspeed:  # one global norm over actor + critic (see prepare_actor_critic)
+                        gn, cgn = acc.clip_grad_norm_(ac.parameters(), cfg.optim.max_grad_norm), float("nan")
+                    else:  # each network clipped on its own, as with two optimisers
+                        gn = acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
+                        cgn = acc.clip_grad_norm_(critic.parameters(), cfg.optim.max_grad_norm)
+                    opt.step()
 
                     with torch.no_grad():  # logged values: global means (each rank's term sums to them)
                         def gmean(x):
@@ -558,10 +600,9 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
                             stats["dc_loss"].append(gmean(dc_loss))
                         stats["clip_frac"].append(gmean(clip_frac))
                         stats["vf_clip_frac"].append(gmean(vf_clip))
-                    stats["grad_norm"].append(float(gn))  # of the synchronised gradients: equal on every rank
+                    stats["grad_norm"].append(float("nan") if gn is None else float(gn))  # synced: same on all ranks
                     stats["critic_grad_norm"].append(float(cgn))
-            sched_actor.step()
-            sched_critic.step()
+            sched.step()
 
         # ---- log (statistics of every rank's rollouts; rank 0 writes) ---------------------------------------
         def mean(xs):
@@ -599,7 +640,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
             kl_k3=seq_mean((static_kl(old_logps, ref_logps, "k3") * mask).sum(-1)),
             kl_penalty_mean=seq_mean(beta * kl_t.sum(-1)) if mode == "static" else 0.0,
             truncated_frac=seq_mean(torch.tensor([float(t) for t in roll.truncated])),
-            critic_learning_rate=opt_critic.param_groups[0]["lr"],
+            critic_learning_rate=opt.param_groups[1]["lr"],
             kept=all_ref.n_kept if all_ref is not None else float("nan"),
         )
         row["time_step"] = time.perf_counter() - t_step
@@ -613,8 +654,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
 
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
-            save_checkpoint(ckpt_root, step, policy, tokenizer, critic, opt_actor, opt_critic, sched_actor,
-                            sched_critic, sampler, extra={"mode": mode, "config_hash": cfg.hash()}, accelerator=acc)
+            save_checkpoint(ckpt_root, step, acc, model, tokenizer, extra={"mode": mode, "config_hash": cfg.hash()})
 
     if tracker is not None:
         tracker.close()
@@ -627,10 +667,12 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
         "final_kl": last_row.get("kl", float("nan")),
         "seconds_per_step": (sum(step_times) / len(step_times)) if step_times else float("nan"),
         "checkpoint": str(ckpt_root / f"step-{cfg.steps}"),
+        "final_model": str(ckpt_root / f"step-{cfg.steps}" / "policy"),
     }
 
 
 __all__ = [
     "ValueModel", "policy_loss", "value_loss", "token_rewards", "compute_gae", "whiten",
-    "response_values", "sample_rollout", "save_checkpoint", "load_checkpoint", "train_ppo",
+    "response_values", "sample_rollout", "ActorCritic", "prepare_actor_critic", "save_checkpoint", "load_checkpoint",
+    "train_ppo",
 ]
