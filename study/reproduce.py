@@ -105,13 +105,15 @@ def notebook_code(src: Path) -> str:
     return "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
 
 
-def select(only: list[str] | None) -> list[NotebookSpec]:
+def select(only: list[str] | None, source: str = "--only") -> list[NotebookSpec]:
+    """The notebooks named in ``only`` (comma-separated items; all when empty); ``source`` names where the list came
+    from in the error for an unknown name (``--only`` or a profile's ``notebooks:``)."""
     if not only:
         return list(NOTEBOOKS)
     names = [x.strip().removesuffix(".ipynb").removesuffix(".py") for item in only for x in item.split(",") if x.strip()]
     bad = [n for n in names if n not in BY_NAME]
     if bad:
-        raise UserError(f"--only: unknown notebook(s) {', '.join(bad)} (known: {', '.join(BY_NAME)})")
+        raise UserError(f"{source}: unknown notebook(s) {', '.join(bad)} (known: {', '.join(BY_NAME)})")
     return [n for n in NOTEBOOKS if n.name in names]
 
 
@@ -324,7 +326,7 @@ def reproduce(profile: str = "mini", only: list[str] | None = None, force: bool 
     from study import experiments as ex
 
     prof = load_profile(profile)
-    nbs = select(only or prof.notebooks)
+    nbs = select(only) if only else select(prof.notebooks, f"{paths.relative(prof.path)}: notebooks")
     fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(prof.name, prof.figures_dir)
     fig_dir = fig_dir.resolve()
     runs_dir = (Path(runs_dir) if runs_dir is not None else paths.runs_dir()).resolve()
@@ -471,7 +473,7 @@ def check(profile: str = "mini", figures_dir: str | Path | None = None) -> list[
             problems.append(f"{t} training code changed since the figures were made: "
                             f"{', '.join(_changed_modules(old, new))}")
     root = paths.root()
-    for nb in select(prof.notebooks):
+    for nb in select(prof.notebooks, f"{paths.relative(prof.path)}: notebooks"):
         entry = manifest["notebooks"].get(nb.name)
         src = notebook_source(nb.name)
         if entry is None:

@@ -31,7 +31,7 @@ def _profile(tmp_path: Path, launcher: str | None) -> Path:
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_launched_run_is_the_cached_run_of_its_spec(tmp_path, monkeypatch, processes):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    paths.set_root(ROOT)
+    monkeypatch.setattr(paths, "_ROOT", ROOT.resolve())  # restored afterwards (a set root outlives the test)
     launcher = sys.executable if processes == 1 else \
         f"{sys.executable} -m accelerate.commands.launch --config_file {ROOT / 'configs/accelerate/cpu2.yaml'}"
     prof = ex.load_profile(_profile(tmp_path, launcher))
@@ -47,8 +47,8 @@ def test_a_launched_run_is_the_cached_run_of_its_spec(tmp_path, monkeypatch, pro
     assert ex.train_specs(specs, runs, progress=False, launcher=prof.launcher) == []  # cached: nothing launched
 
 
-def test_launch_commands_per_trainer_and_bad_launchers(tmp_path):
-    paths.set_root(ROOT)
+def test_launch_commands_per_trainer_and_bad_launchers(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "_ROOT", ROOT.resolve())
     prof = ex.load_profile(_profile(tmp_path, None))
     spec = ex.group_specs("g", prof)[0]
     cmd = ex.launch_command({"ppo": "accelerate launch --config_file configs/accelerate/ddp.yaml"}, spec,

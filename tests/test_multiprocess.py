@@ -3,8 +3,8 @@
 
 Executed here (each a real 2-process launch; the smoke model, a few steps):
 
-- ``smoke/{ppo_dynamic, ppo_static, dapo_dynamic}`` train 2 steps: one run folder, ``world_size: 2`` in
-  provenance.json and DONE, metrics.jsonl holds steps 1 and 2 exactly once, and the logged statistics describe the
+- ``smoke/{ppo_dynamic, ppo_static, dapo_dynamic}`` train with 2 processes: one run folder, ``world_size: 2`` in
+  provenance.json and DONE, metrics.jsonl holds each step exactly once, and the logged statistics describe the
   global batch (``n_rollouts`` = num_prompts x G of all processes, not rank 0's half).
 - PPO, 2 processes against 1 with the same global batch (``mini_batch_size`` = the whole batch, so the minibatch
   is the same set of rollouts in both): every logged number and the policy and critic weights after 2 steps agree
@@ -54,7 +54,8 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("config", ["ppo_dynamic", "ppo_static", "dapo_dynamic"])
+# ppo_dynamic: the kill-and-resume test below (the same checks)
+@pytest.mark.parametrize("config", ["ppo_static", "dapo_dynamic"])
 def test_two_processes_write_one_run_folder_with_global_statistics(tmp_path, config):
     import yaml
 
@@ -105,6 +106,8 @@ def test_ppo_two_processes_compute_the_one_process_update(tmp_path, config):
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     name = f"mini-{config.replace('_', '-')}"
+    assert [d.name for d in (tmp_path / "two").iterdir() if not d.name.startswith(".")] == [name]
+    assert json.loads((tmp_path / "two" / name / "DONE").read_text())["world_size"] == 2
     a, b = _metrics(tmp_path / "one" / name), _metrics(tmp_path / "two" / name)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
     compared = 0
@@ -117,6 +120,7 @@ def test_ppo_two_processes_compute_the_one_process_update(tmp_path, config):
             # per-rank normaliser (tried) moves policy_loss by 10x and is caught.
             assert rb[k] == pytest.approx(x, rel=5e-3, abs=1e-6), (k, ra["step"], x, rb[k])
             compared += 1
+    assert all(r["n_rollouts"] == 4 for r in b)  # the global batch, not rank 0's half
     assert compared > 40
     assert a[-1]["policy_loss"] != 0.0 and a[-1]["value_loss"] > 0
     assert len({r["response_length"] for r in a}) > 1 and all(r["truncated_frac"] < 1 for r in a)
@@ -156,7 +160,8 @@ def _launcher(engine: str) -> list[str]:
             str(ROOT / f"configs/accelerate/{engine}.yaml"), "--num_processes", "2"]
 
 
-@pytest.mark.parametrize("trainer,engine", [("ppo", "ddp"), ("ppo", "zero2"), ("ppo", "zero3"), ("dapo", "zero2")])
+# PPO under zero2.yaml: the kill-and-resume test below
+@pytest.mark.parametrize("trainer,engine", [("ppo", "ddp"), ("ppo", "zero3"), ("dapo", "zero2")])
 def test_each_accelerate_config_trains_with_two_processes(tmp_path, trainer, engine):
     """The README's GPU launch commands, with --num_processes 2 on CPU: ``ddp.yaml`` (bf16 autocast on gloo) and
     ``zero2.yaml`` / ``zero3.yaml`` (DeepSpeed's CPU accelerator). DAPO runs with ``--mixed_precision no``: the
@@ -185,6 +190,12 @@ def test_ppo_rank_killed_after_a_checkpoint_resumes_under_two_processes(tmp_path
     launch = [*_launcher(engine), PROBE]
     full = _train(launch, "configs/smoke/ppo_dynamic.yaml", tmp_path / "full", *sets, env=_env(**DS_ENV))
     assert full.returncode == 0, full.stderr[-3000:]
+    uninterrupted = tmp_path / "full" / "smoke-ppo-dynamic"
+    assert [d.name for d in (tmp_path / "full").iterdir() if not d.name.startswith(".")] == [uninterrupted.name]
+    assert json.loads((uninterrupted / "DONE").read_text())["world_size"] == 2
+    assert all(r["n_rollouts"] == 4 and r["kept"] > 0 for r in _metrics(uninterrupted))  # global, L_DC acts
+    if engine == "zero2":  # one ZeRO optimiser partition per rank
+        assert len(list((uninterrupted / "checkpoints").rglob("*optim_states.pt"))) == 2
     killed = _train(launch, "configs/smoke/ppo_dynamic.yaml", tmp_path / "runs", *sets,
                     env=_env(PROBE_KILL_AT="2", PROBE_KILL_RANK="1", **DS_ENV))
     assert killed.returncode != 0

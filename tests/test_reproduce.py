@@ -233,3 +233,12 @@ def test_readme_verdict_table_is_spliced_between_its_markers(tmp_path):
     once = text
     reproduce.write_readme_verdicts(readme, "| claim |\n|---|\n| dapo_learns |\n", m)
     assert readme.read_text() == once  # idempotent
+
+
+def test_an_unknown_notebook_in_a_profile_is_named_as_the_profile_s(tmp_path):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("profile: p\ngroups: {}\nnotebooks: [00_reference_model, 99_nope]\n")
+    with pytest.raises(UserError, match=r"p\.yaml: notebooks: unknown notebook\(s\) 99_nope"):
+        reproduce.reproduce(str(prof), train=False, figures_dir=tmp_path / "figs", progress=False)
+    with pytest.raises(UserError, match=r"^--only: unknown notebook\(s\) 99_nope"):
+        reproduce.select(["99_nope"])
