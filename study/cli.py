@@ -104,11 +104,16 @@ def sharded_launcher() -> str | None:
     return None
 
 
-def refuse_fsdp_ppo(args: argparse.Namespace) -> None:
-    """``study train`` with a PPO config under FSDP stops here, before anything is written: the PPO trainer prepares
-    its actor + critic module for DDP or DeepSpeed, not FSDP."""
+def refuse_unsupported_engine(args: argparse.Namespace) -> None:
+    """``study train`` stops here, before anything is written, where the trainer does not run under the engine
+    ``accelerate launch`` chose: PPO under FSDP (its actor + critic module is prepared for DDP or DeepSpeed), and
+    DAPO under DeepSpeed ZeRO-3 (TRL's fused LM head on the frozen reference, which is not a DeepSpeed engine,
+    fails there: "'Parameter' object has no attribute 'ds_status'"; ZeRO-2 runs)."""
+    import os
+
     engine = sharded_launcher()
-    if engine != "FSDP":
+    zero3 = engine == "DeepSpeed" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    if engine != "FSDP" and not zero3:
         return
     from study.config import load_config
 
@@ -121,9 +126,12 @@ def refuse_fsdp_ppo(args: argparse.Namespace) -> None:
     else:
         return
     cfg = load_config(path, getattr(args, "overrides", None))
-    if cfg.trainer == "ppo":
+    if cfg.trainer == "ppo" and engine == "FSDP":
         raise UserError(f"the PPO trainer runs under DDP or DeepSpeed, not {engine} (one of {world_size()} "
                         "processes): launch it with configs/accelerate/ddp.yaml or zero2.yaml (nothing was written)")
+    if cfg.trainer == "dapo" and zero3:
+        raise UserError("the DAPO trainer does not run under DeepSpeed ZeRO-3 (TRL's fused LM head on the frozen "
+                        "reference): launch it with configs/accelerate/zero2.yaml or ddp.yaml (nothing was written)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         paths.set_root(root)
     try:
         if args.command == "train":
-            refuse_fsdp_ppo(args)
+            refuse_unsupported_engine(args)
         return int(args._module.run(args) or 0)
     except UserError as exc:
         print(f"study {args.command}: error: {exc}", file=sys.stderr)

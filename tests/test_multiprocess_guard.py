@@ -1,5 +1,6 @@
-"""``study train`` refuses a PPO config under FSDP (study/cli.py): the PPO trainer prepares its actor-critic for
-DDP or DeepSpeed only. Executed: the CLI in a subprocess with the variable ``accelerate launch`` sets for an FSDP
+"""``study train`` refuses a PPO config under FSDP and a DAPO config under DeepSpeed ZeRO-3 (study/cli.py): the PPO
+trainer prepares its actor-critic for DDP or DeepSpeed only; TRL's fused LM head on DAPO's frozen reference fails
+under ZeRO-3. Executed: the CLI in a subprocess with the variable ``accelerate launch`` sets for an FSDP
 config. PPO under DDP and DeepSpeed ZeRO-2/3 runs: tests/test_multiprocess.py.
 """
 
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _env(**extra):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")}
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP",
+                        "ACCELERATE_DEEPSPEED_ZERO_STAGE")}
     env.update(OMP_NUM_THREADS="1", **extra)
     return env
 
@@ -82,3 +84,19 @@ def test_world_size_reads_an_accelerate_state(monkeypatch):
     assert cli.world_size() == 4
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "8")
     assert cli.world_size() == 8
+
+
+def test_dapo_under_zero3_stops_before_writing_and_zero2_passes(tmp_path):
+    runs = tmp_path / "runs"
+    zero = dict(ACCELERATE_USE_DEEPSPEED="true", WORLD_SIZE="2", RANK="0")
+    p = _study("train", "configs/smoke/dapo_dynamic.yaml", "--runs-dir", str(runs),
+               env=_env(ACCELERATE_DEEPSPEED_ZERO_STAGE="3", **zero))
+    assert p.returncode == 2 and p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("study train: error: the DAPO trainer does not run under DeepSpeed "
+                                                   "ZeRO-3") and "zero2.yaml" in lines[0]
+    assert not runs.exists()
+    for stage, config in (("2", "configs/smoke/dapo_dynamic.yaml"), ("3", "configs/smoke/ppo_dynamic.yaml")):
+        p = _study("train", config, "--runs-dir", str(runs), "--dry-run",
+                   env=_env(ACCELERATE_DEEPSPEED_ZERO_STAGE=stage, **zero))
+        assert p.returncode == 0, p.stderr
