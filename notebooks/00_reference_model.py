@@ -24,9 +24,7 @@ seeds = None              # None: the profile seeds; a list restricts to those
 
 # %%
 from study import experiments as ex, outputs, plots, tables
-ex.use_repo_root()  # relative paths (runs/, figures/, artifacts/) as on the command line
-prof = ex.load_profile(profile)
-print(f"profile {prof.name}: {prof.description}")
+prof = ex.start_notebook(profile)  # repo root as cwd, the profile, one line naming it
 
 # %%
 ref = ex.reference_dir(prof)

@@ -25,9 +25,7 @@ seeds = None              # None: the profile seeds; a list restricts to those
 
 # %%
 from study import experiments as ex, outputs, plots, stats, tables, verdicts
-ex.use_repo_root()
-prof = ex.load_profile(profile)
-print(f"profile {prof.name}: {prof.description}")
+prof = ex.start_notebook(profile)  # repo root as cwd, the profile, one line naming it
 
 # %%
 df = ex.load_group("fig5_dapo", prof, runs_dir, seeds)

@@ -26,9 +26,7 @@ n_examples = 4
 
 # %%
 from study import experiments as ex, outputs, tables
-ex.use_repo_root()
-prof = ex.load_profile(profile)
-print(f"profile {prof.name}: {prof.description}")
+prof = ex.start_notebook(profile)  # repo root as cwd, the profile, one line naming it
 
 # %%
 samples = ex.load_samples("fig5_dapo", prof, runs_dir, seeds)

@@ -23,9 +23,7 @@ seeds = None              # None: the profile seeds; a list restricts to those
 
 # %%
 from study import experiments as ex, outputs, tables
-ex.use_repo_root()
-prof = ex.load_profile(profile)
-print(f"profile {prof.name}: {prof.description}")
+prof = ex.start_notebook(profile)  # repo root as cwd, the profile, one line naming it
 
 # %%
 outputs.save_table(ex.hyperparameter_table("fig4_ppo", prof), "table2_ppo", figures_dir)

@@ -177,6 +177,9 @@ class SpeedConfig(_Strict):
     prefilled once per group (``study.generation.greedy_with_drafts``). Token-identical to plain greedy decoding."""
     refiner_draft_len: int = Field(default=16, gt=0)
     """Draft tokens verified per row and forward (``refiner_copy_decoding``)."""
+    shared_prompt_prefill: bool = True
+    """Rollouts (DAPO through TRL's transformers path, PPO): the G samples of a prompt share one prefill of it in
+    the KV cache (``study.generation.generate_sharing_prompts``). Token-identical to plain ``generate``."""
     gradient_checkpointing: bool = True
     """DAPO: recompute activations in the backward pass instead of storing them (TRL's default: memory for
     compute). Worth it on a GPU with a real model; on a CPU with the mini model it only costs time."""

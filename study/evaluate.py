@@ -335,7 +335,7 @@ def run(args) -> int:
                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                  problems=problems, prompt_mode=args.prompt_mode, model_name=str(args.model),
                                  workers=args.workers, timeout=args.timeout)
-    keys = [k for k in summary if k.startswith("pass@")]
+    keys = [k for k, v in summary.items() if k.startswith("pass@") and isinstance(v, float)]
     passed = summary["counts"]["passed"]
     print(f"{args.benchmark} [{tag}]: " + ", ".join(f"{k} = {summary[k]:.4f}" for k in keys)
           + f" ({passed}/{summary['n_samples']} samples passed; {summary['counts']}) -> {out}")

@@ -122,6 +122,15 @@ def use_repo_root() -> Path:
     return root
 
 
+def start_notebook(profile: str | Path | Profile) -> Profile:
+    """A notebook's set-up: ``use_repo_root`` (relative paths as on the command line), the profile, and one line
+    naming it."""
+    use_repo_root()
+    prof = load_profile(profile)
+    print(f"profile {prof.name}: {prof.description}")
+    return prof
+
+
 def load_profile(profile: str | Path | Profile) -> Profile:
     """A profile by name (``study.paths.profile_path``) or by path."""
     if isinstance(profile, Profile):

@@ -32,6 +32,9 @@ class _Greedy:
     def __getattr__(self, name):
         return getattr(self._policy, name)
 
+    def __call__(self, *a, **kw):  # the shared prompt prefill's forward
+        return self._policy(*a, **kw)
+
     def generate(self, **kw):
         for k in ("temperature", "top_k", "top_p", "do_sample"):
             kw.pop(k, None)

@@ -159,3 +159,17 @@ def test_summary_breaks_pass_at_1_down_by_family(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["pass@1_by_family"] == by
     # problems without a family (HumanEval, MBPP): no breakdown
     assert "pass@1_by_family" not in evaluate_canonical("mbpp_plus", data_path=FIX / "MbppPlus-mini.jsonl")
+
+
+def test_cli_mini_prints_pass_at_1_next_to_the_family_breakdown(tmp_path, capsys):
+    """The mini benchmark's summary holds ``pass@1_by_family`` (a dict) next to ``pass@1``: the CLI line prints
+    the number and skips the dict (it raised TypeError before)."""
+    from study.train import resolve_model_path
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--benchmark", "mini", "--model", resolve_model_path("mini:mini"), "--limit", "8",
+                 "--batch-size", "8", "--out", str(out), "--threads", "1"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    s = json.loads((out / "summary.json").read_text())
+    assert isinstance(s["pass@1_by_family"], dict)
+    assert line.startswith("mini [mini]: pass@1 = ") and f"{s['pass@1']:.4f}" in line

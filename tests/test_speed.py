@@ -1,5 +1,6 @@
 """Issue 8's fast paths (``speed`` config) compute the same thing as the plain paths: the fused L_DAPO + L_DC
-forward, the KL taken from the loss forward, the thinned KL log, and the greedy refiner's deduplication."""
+forward, the KL taken from the loss forward, the thinned KL log, the greedy refiner's deduplication, and the
+rollouts' shared prompt prefill."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import torch
 
 from helpers import FixedRefiner, HalfRefiner, dapo_trainer, first_batch, make, step_values
 
-from study.generation import Generation
+from study.generation import Generation, generate_sharing_prompts
 from study.refiner import Refiner
 from study.runs import RunLog
 from study.tokens import token_logps
 
 torch.set_num_threads(1)
 
-SLOW_PATHS = {"kl_from_loss": False, "fuse_dc_forward": False}
+SLOW_PATHS = {"kl_from_loss": False, "fuse_dc_forward": False, "shared_prompt_prefill": False}
 
 
 def test_from_first_diff_ce_sees_the_whole_refinement_as_context(tok, tmp_path):
@@ -91,3 +92,35 @@ def test_greedy_refiner_refines_each_distinct_pair_once():
     sampled = CountingRefiner(model=None, tokenizer=None, temperature=0.7)
     sampled.refine(xs, ys)
     assert sampled.seen == list(zip(xs, ys))  # sampling draws for every copy
+
+
+def _tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+                      pad_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("repeats", [[4, 4, 4], [1, 3, 2], [1, 1, 1]])
+def test_shared_prompt_prefill_samples_the_tokens_plain_generate_samples(repeats):
+    """Each distinct prompt prefilled once, its cache rows copied to its repeats: the same tokens as plain
+    ``generate`` under the same seed (sampling at T = 1, left padding of different lengths, runs of different
+    lengths; all-distinct prompts take the plain path)."""
+    model = _tiny_llama()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 50, (n,), generator=g).tolist() for n in (5, 9, 7)]
+    rows = [p for p, r in zip(prompts, repeats) for _ in range(r)]
+    from study.tokens import pad_left
+
+    ids, mask = pad_left(rows, 0)
+    kw = dict(max_new_tokens=12, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
+    torch.manual_seed(7)
+    plain = model.generate(input_ids=ids, attention_mask=mask, **kw)
+    torch.manual_seed(7)
+    shared = generate_sharing_prompts(model, ids, mask, **kw)
+    assert torch.equal(plain, shared)
+    torch.manual_seed(8)
+    assert not torch.equal(plain, generate_sharing_prompts(model, ids, mask, **kw))  # the seed matters: not vacuous

@@ -301,6 +301,12 @@ def take_refinements(results: Sequence[RefineResult], rows: Sequence[tuple[int, 
         token_ids=token_ids, n_distinct=sum(r.n_distinct for r in results), original_rewards=original)
 
 
+def global_sum(accelerator, x: torch.Tensor | float) -> torch.Tensor:
+    """Σ of a per-process number over the processes (the number itself with one), as a 0-dim float32 tensor."""
+    t = torch.as_tensor(x).detach().float().reshape(())
+    return accelerator.reduce(t.to(accelerator.device), "sum") if accelerator.num_processes > 1 else t
+
+
 def gather_rollouts(accelerator, task_rewards: Sequence[float], refine: RefineResult | None, pad: int
                     ) -> tuple[list[float], RefineResult | None]:
     """Every process's rollouts (rank order; each rank holds whole groups) and their refinements, for the step's

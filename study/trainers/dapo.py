@@ -69,10 +69,13 @@ from trl import GRPOConfig, GRPOTrainer
 
 from study.constraint import constraint_normalizer, dc_loss_mask, dynamic_constraint_loss, static_kl
 from study.errors import UserError
+from study.generation import generate_sharing_prompts
 from study.tokens import (
     CUSTOM_MASK_BACKENDS,
     attention_mask_4d,
+    cut_at_eos,
     pad_id,
+    pad_left,
     prefix_shared_inputs,
     token_logps,
 )
@@ -81,6 +84,7 @@ from study.trainers.common import (
     StepTimer,
     metric_row,
     gather_rollouts,
+    global_sum,
     nanmean,
     refine_and_filter,
     refined_ce_for_samples,
@@ -194,6 +198,27 @@ class DynamicDAPOTrainer(GRPOTrainer):
         with self.timer("reward"):
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's transformers generation, except that a prompt's G samples share its prefill
+        (``study.generation.generate_sharing_prompts``: token-identical; ``speed.shared_prompt_prefill``). vLLM,
+        continuous batching, multimodal prompts and ``pad_to_multiple_of`` stay TRL's own path."""
+        if (not self.cfg.speed.shared_prompt_prefill or self.use_vllm or self.use_transformers_continuous_batching
+                or images is not None or multimodal_fields or self.pad_to_multiple_of):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        from trl.models import unwrap_model_for_generation
+
+        ids, mask = pad_left(prompt_ids, self._tokenizer.pad_token_id)  # (N, P)
+        ids, mask = ids.to(self.accelerator.device), mask.to(self.accelerator.device)
+        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                          generation_kwargs=self.generation_kwargs,
+                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
+              as model, torch.no_grad(), self._dist.summon_full_params(self.model_wrapped, recurse=False)):
+            out = generate_sharing_prompts(model, ids, mask, generation_config=self.generation_config)
+        eos = set(self.eos_token_ids)
+        return [cut_at_eos(row, eos)[0] for row in out[:, ids.size(1):].tolist()], None  # (ids, TRL's logprobs)
+
     def _rollout(self, rows: list[dict]) -> Round:
         """TRL's generate-and-score on ``rows`` (each prompt repeated G times) as a ``Round``."""
         t0, reward0 = time.perf_counter(), self.timer.totals.get("reward", 0.0)
@@ -228,11 +253,8 @@ class DynamicDAPOTrainer(GRPOTrainer):
         t = self.accelerator.gather(torch.tensor([x], device=self.accelerator.device))
         return int(t.min().item() if op == "min" else t.max().item())
 
-    def _global_sum(self, x: float) -> float:
-        """Σ of a per-process number over processes (itself with one)."""
-        if self.accelerator.num_processes == 1:
-            return x
-        return self.accelerator.gather(torch.tensor([float(x)], device=self.accelerator.device)).sum().item()
+    def _sum(self, x: float) -> float:
+        return global_sum(self.accelerator, x).item()
 
     def _selectable(self, rnd: Round) -> list[bool]:
         """Per group: can it enter the batch? Its rewards differ (a policy gradient), or, when refinement comes
@@ -495,14 +517,14 @@ class DynamicDAPOTrainer(GRPOTrainer):
         full = rollout_stats(full_task, G, maxr, full_refine)
         sel_task, sel_refine = gather_rollouts(acc, picked.task_reward, refine, pad)
         selected = rollout_stats(sel_task, G, maxr, sel_refine)
-        n_groups = self._global_sum(len(picked.rows) // G)
-        n_ok = self._global_sum(sum(sum(informative_groups(r.reward, G)) for r in rounds))
+        n_groups = self._sum(len(picked.rows) // G)
+        n_ok = self._sum(sum(sum(informative_groups(r.reward, G)) for r in rounds))
         mask = batch["completion_mask"]
         stats = dict(
             **full,
             **{f"selected_{k}": v for k, v in selected.items() if not k.startswith("n_")},
             kl=kl,
-            response_length=self._global_sum(mask.sum().item()) / len(sel_task),
+            response_length=self._sum(mask.sum().item()) / len(sel_task),
             shaped_reward_mean=nanmean(picked.reward if acc.num_processes == 1 else gather_object(list(picked.reward))),
             sampling_rounds=len(rounds),
             informative_groups=n_ok,

@@ -57,6 +57,7 @@ writes the run folder; every logged statistic is over all ranks.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import time
@@ -69,6 +70,7 @@ import torch
 import torch.nn as nn
 
 from study.constraint import constraint_normalizer, dc_loss_mask, dynamic_constraint_loss, masked_mean, static_kl
+from study.generation import generate_sharing_prompts
 from study.prompts import solve_messages
 from study.tokens import cut_at_eos, eos_ids, pad_id, pad_left, pad_right, token_logps
 from study.trainers.common import (
@@ -82,6 +84,7 @@ from study.trainers.common import (
     refined_ce_for_samples,
     rollout_stats,
     gather_rollouts,
+    global_sum,
     sample_rows,
     score,
 )
@@ -221,9 +224,9 @@ def sample_rollout(policy, tokenizer, problems: list, cfg, device) -> Rollout:
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     was_training = policy.training
     policy.eval()
-    out = policy.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.rollout.max_completion_length,
-        do_sample=True, temperature=cfg.rollout.temperature, top_k=0, top_p=1.0, pad_token_id=pad,
+    out = generate_sharing_prompts(  # a prompt's G samples share its prefill
+        policy, prompt_ids, prompt_mask, share=cfg.speed.shared_prompt_prefill,
+        max_new_tokens=cfg.rollout.max_completion_length, do_sample=True, temperature=cfg.rollout.temperature, top_k=0, top_p=1.0, pad_token_id=pad,
     )
     policy.train(was_training)
     eos = eos_ids(policy, tokenizer)
@@ -435,9 +438,7 @@ def train_ppo(cfg, components, run, resume_from: str | Path | None = None) -> di
     world, rank = acc.num_processes, acc.process_index
     device = acc.device
 
-    def gsum(t: torch.Tensor) -> torch.Tensor:  # Σ over processes (identity with one)
-        t = t.detach().float()
-        return acc.reduce(t.reshape(()).to(device), "sum") if world > 1 else t
+    gsum = functools.partial(global_sum, acc)  # Σ over processes (identity with one)
 
     policy, reference, tokenizer = components.policy, components.reference, components.tokenizer
     temperature = cfg.rollout.temperature
