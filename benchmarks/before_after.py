@@ -7,7 +7,8 @@ overrides of ``study bench refiner-overhead``) with each tree, every run a fresh
 with ``PYTHONPATH=<tree>``, so background load hits all four arms alike. Prints per tree the median (over pairs) of
 each phase's time summed over the run's steps, the per-pair ratio dynamic/DAPO (min / median / max), the learning
 metrics of the last step, and the load average before and after. ``--set`` adds overrides to every run,
-``--after-set`` to the after tree's runs only (e.g. a config key the before tree does not know).
+``--after-set`` / ``--before-set`` to one tree's runs only (a config key the before tree does not know; or the
+same tree twice with a switch off in "before": ``--before . --after . --before-set speed.shared_prompt_prefill=false``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--set", dest="extra", action="append", default=[])
     p.add_argument("--after-set", dest="after_extra", action="append", default=[])
+    p.add_argument("--before-set", dest="before_extra", action="append", default=[])
     a = p.parse_args(argv)
     trees = {"before": a.before.resolve(), "after": a.after.resolve()}
     arms = [(t, c) for t in trees for c in ("dapo", "dapo_dynamic")]
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
         for i in range(a.pairs):
             order = arms[i % len(arms):] + arms[: i % len(arms)]
             for tree, config in order:
-                extra = a.extra + (a.after_extra if tree == "after" else [])
+                extra = a.extra + (a.after_extra if tree == "after" else a.before_extra)
                 rows = train(trees[tree], config, Path(tmp), f"{tree}-{config}-{i}", a.steps, extra)
                 res[(tree, config)].append(rows)
             print(f"pair {i + 1}/{a.pairs} done, load {os.getloadavg()[0]:.2f}", flush=True)

@@ -305,6 +305,18 @@ def _launch_one(launcher, spec: RunSpec, runs_dir: Path, resume: bool) -> None:
         raise UserError(f"training {spec.name} through the launcher failed (exit {rc}): {' '.join(cmd)}")
 
 
+def rollouts_planned(spec: RunSpec) -> int:
+    """A run's planned rollouts, steps x prompts per step x samples per prompt: the scheduler's proxy for its cost."""
+    r = spec.cfg.rollout
+    return spec.cfg.steps * r.num_prompts * r.num_generations
+
+
+def longest_first(specs: list[RunSpec]) -> list[RunSpec]:
+    """``specs`` by planned rollouts, largest first (stable): with ``jobs`` workers the short runs fill the tail, so
+    no worker idles for long while the last long run finishes (greedy longest-processing-time scheduling)."""
+    return sorted(specs, key=rollouts_planned, reverse=True)
+
+
 def train_specs(specs: list[RunSpec], runs_dir: str | Path | None, force: bool = False, progress: bool = True,
                 jobs: int = 1, desc: str = "train", launcher: str | dict[str, str] | None = None) -> list[RunSpec]:
     """Train the runs among ``specs`` that are not cached (each run folder once), ``jobs`` at a time; returns
@@ -346,7 +358,7 @@ def train_specs(specs: list[RunSpec], runs_dir: str | Path | None, force: bool =
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
             futs = {pool.submit(_train_one, s.cfg, str(runs_dir), not force and _resumable(s, runs_dir), 1, root): s
-                    for s in todo}
+                    for s in longest_first(todo)}
             for f in as_completed(futs):
                 f.result()
                 bar.update(1)

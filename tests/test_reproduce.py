@@ -210,6 +210,16 @@ def test_profile_notebooks_key_selects_runs_and_checks(syn, tmp_path, monkeypatc
         ex.load_profile(only02)
 
 
+def test_parallel_training_starts_the_longest_runs_first():
+    """With --jobs > 1 the mini job's 80-step DAPO runs start before its 25-step PPO runs (stable within a size)."""
+    prof = ex.load_profile("mini")
+    specs = [s for g in ("fig4_ppo", "fig5_dapo") for s in ex.group_specs(g, prof)]
+    order = ex.longest_first(specs)
+    assert [s.cfg.trainer for s in order] == ["dapo"] * 6 + ["ppo"] * 6
+    assert [s.name for s in order[:6]] == [s.name for s in specs if s.cfg.trainer == "dapo"]
+    assert ex.rollouts_planned(order[0]) == 80 * 8 * 8 and ex.rollouts_planned(order[-1]) == 25 * 16 * 2
+
+
 def test_per_label_overrides_keep_run_folders_apart():
     specs = ex.group_specs("fig7_lambda", "paper")
     assert [s.label for s in specs] == ["0.01", "0.1", "1.0"]
