@@ -31,7 +31,7 @@ def train(tree: Path, config: str, runs: Path, name: str, steps: int, extra: lis
             "--runs-dir", str(runs)]
     for ov in OVERRIDES + [f"steps={steps}", f"name={name}"] + extra:
         args += ["--set", ov]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "STUDY_ROOT": str(tree)}  # the tree's committed reference model
     subprocess.run(args, env=env, cwd=runs, check=True, capture_output=True)
     return [json.loads(x) for x in (runs / name / "metrics.jsonl").read_text().splitlines()]
 

@@ -33,9 +33,10 @@ from study.errors import UserError
 
 PHASES = ("rollout", "reward", "refine", "refine_generate", "refine_score", "update", "step")  # refine = generate + score (+ filter)
 LEARNING = ("reward_mean", "pass_rate", "improvement_ratio", "kept_frac", "refined_reward_mean", "dynamic_ce")
-SLOW_PATHS = ["speed.fuse_dc_forward=false", "speed.kl_from_loss=false", "speed.refiner_copy_decoding=false"]
-"""The plain computations the fast paths replace (``speed``): L_DC in its own forward, the KL's policy side in its
-own forward, plain batched greedy refinement."""
+SLOW_PATHS = ["speed.pack_groups=false", "speed.fuse_dc_forward=false", "speed.kl_from_loss=false",
+              "speed.refiner_copy_decoding=false"]
+"""The plain computations the fast paths replace (``speed``): TRL's forward, one row per rollout; L_DC in its own
+forward; the KL's policy side in its own forward; plain batched greedy refinement."""
 SAME = ("reward_mean", "kept_frac", "improvement_ratio", "refined_frac", "response_length")
 CLOSE = ("loss", "policy_loss", "dynamic_ce", "kl", "grad_norm", "entropy")
 

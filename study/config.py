@@ -164,13 +164,18 @@ class SpeedConfig(_Strict):
     """DAPO: take π_θ's log-probs for the logged KL from the loss forward instead of a separate no-grad forward.
     Used only where TRL itself skips ``old_per_token_logps`` (steps_per_generation · num_iterations = 1), i.e.
     where the loss forward sees exactly the sampling policy."""
+    pack_groups: bool = True
+    """DAPO: the loss forward (and the reference's, for the logged KL) packs the G rollouts of a prompt into one
+    row, x once, each y behind a block attention mask (``study.tokens.packed_inputs``): about G·|x| fewer tokens
+    per group, the same logits. Needs an attention backend that takes a custom 4-D mask (eager, sdpa); otherwise
+    TRL's forward, one row per rollout (said once in the log)."""
     fuse_dc_forward: bool = True
     """DAPO: compute L_DC's CE in the policy forward of L_DAPO, sharing the prefix: y'_<k = y_<k (k = the first
-    change), so -log π(y'_t | x, y'_<t) for t < k is read off x ⊕ y and only y'_≥k is appended to the same row,
-    behind a block attention mask (``study.tokens.prefix_shared_inputs``). Applies when the rollout temperature
-    is 1 (TRL's log-probs are temperature-scaled; L_DC is the CE at temperature 1) and the attention backend takes
-    a custom 4-D mask (eager, sdpa); otherwise L_DC gets a separate forward over the kept x ⊕ y' (said once in the
-    log)."""
+    change), so -log π(y'_t | x, y'_<t) for t < k is read off x ⊕ y and only y'_≥k is appended, behind a block
+    attention mask (``study.tokens.packed_inputs``; with ``pack_groups: false`` each rollout has a row of its own).
+    Applies when the rollout temperature is 1 (TRL's log-probs are temperature-scaled; L_DC is the CE at
+    temperature 1) and the attention backend takes a custom 4-D mask (eager, sdpa); otherwise L_DC gets a separate
+    forward over the kept x ⊕ y' (said once in the log)."""
     refiner_copy_decoding: bool = True
     """Greedy refiner (transformers backend): verify drafts taken from each row's own candidate y, re-anchored by
     prompt lookup after an edit, one batched forward per step with a KV cache, the refine prompts' common prefix

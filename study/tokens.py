@@ -7,6 +7,7 @@
     ids, mask = pad_right(responses, pad)                    # (N, T): responses start in the same column
     logps, entropy = token_logps(model, prompt_ids, prompt_mask, ids, mask)   # log π(y_t | x, y_<t), (N, T)
     k = first_change(y_ids, y_mask, y2_ids, y2_mask)         # (N,) length of the common prefix of y and y'
+    pk = packed_inputs(prompt_ids, prompt_mask, y_ids, y_mask, pad, y2_ids, y2_mask, k, keep)  # one row per prompt
 
 Shapes: N rows, P prompt columns (left-padded), T response columns (right-padded). Masks are 1 on real tokens.
 Generation (``study.generation``), both trainers and the walkthrough notebook use these.
@@ -106,65 +107,96 @@ def first_change(y_ids: torch.Tensor, y_mask: torch.Tensor, y2_ids: torch.Tensor
     return torch.cumprod(same.long(), dim=1).sum(dim=1)
 
 
-def prefix_shared_inputs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, y_ids: torch.Tensor,
-                         y_mask: torch.Tensor, y2_ids: torch.Tensor, y2_mask: torch.Tensor, k: torch.Tensor,
-                         keep: torch.Tensor, pad: int) -> dict[str, torch.Tensor]:
-    """One packed row per rollout: x ⊕ y, then the part of y' that y does not already give, so a single forward
-    yields log π(y_t | x, y_<t) for every t and log π(y'_t | x, y'_<t) for every kept row.
+def packed_inputs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, y_ids: torch.Tensor, y_mask: torch.Tensor,
+                  pad: int, y2_ids: torch.Tensor | None = None, y2_mask: torch.Tensor | None = None,
+                  k: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                  group: bool = True) -> dict[str, torch.Tensor]:
+    """Pack rollouts so that one forward gives log π(y_t | x, y_<t) for every row and, for the kept rows,
+    log π(y'_t | x, y'_<t); a prompt x is forwarded once for all of its rollouts (``group``; else once per row).
 
-    Since y'_<k = y_<k (k = ``first_change``), log π(y'_t | x, y'_<t) for t < k is the log-prob of y_t in x ⊕ y.
-    For t ≥ k a kept row appends s = [a, y'_k, ..., y'_{|y'|-2}] (|y'| - k tokens): the anchor a is a copy of the
-    token before y'_k (y_{k-1}, or the last prompt token when k = 0) at that token's position, so it predicts y'_k;
-    s attends to x ⊕ y_<k-1 and causally to itself, never to y_≥k-1 (a stands in for y_{k-1}). Positions are those
-    of the same tokens in a forward over x ⊕ y', so the logits (and gradients) are those of that forward.
+    One packed row per distinct prompt (rows are matched by their prompt tokens, so batch order does not matter):
 
-    prompt (N, P) left-padded; y (N, T), y' (N, R) right-padded; k, keep (N,). Returns, with L = P + T + S
-    (S = the longest s; 0 when no kept row changes anything):
+        x_<P-1 | stream_1 | ... | stream_m | suffix_i ...            (P = |x|)
 
-        input_ids, position_ids  (N, L)
-        allowed                  (N, L, L) bool, query × key (``attention_mask_4d`` turns it into a 4-D mask)
-        shift_labels             (N, L) the token column c predicts (-100: none), i.e. TRL's fused head's labels
-        y_cols                   (T,)  the column predicting y_t (P - 1 + t)
-        y2_cols                  (N, R) the column predicting y'_t (P - 1 + t for t < k, else P + T + t - k)
+    * the shared prefix x_<P-1: causal, at positions 0..P-2.
+    * stream i = [x_P-1, y_i,0, ..., y_i,|y_i|-2] at positions P-1, P, ...: column j predicts y_i,j. It attends to
+      the shared prefix and causally to itself, so every column sees exactly its context in x ⊕ y_i and its
+      logits (and their gradients) are those of a forward over x ⊕ y_i alone. x's last token heads each stream:
+      it is the one position that predicts a different token in each rollout.
+    * suffix i, for a kept row whose y' departs from y (keep_i and |y'_i| > k_i, k = ``first_change``): y'_<k =
+      y_<k, so log π(y'_t | x, y'_<t) for t < k is read off stream i (its column t predicts y_t = y'_t). For t ≥ k
+      the suffix [a, y'_k, ..., y'_|y'|-2] follows, a = the token of stream i's column k (the one before y'_k) at
+      its position, so suffix column j predicts y'_k+j; it attends to the shared prefix, to stream i's columns < k
+      and causally to itself, never to y_≥k.
+
+    prompt (N, P) left-padded; y (N, T), y' (N, R) right-padded (masks 1 on real tokens); k, keep (N,); no y2_ids:
+    no suffixes. ``group=False`` packs each row alone (x ⊕ y ⊕ its suffix). Returns, with M packed rows of L
+    columns (right-padded):
+
+        input_ids, position_ids  (M, L)
+        allowed                  (M, L, L) bool, query × key (``attention_mask_4d`` turns it into a 4-D mask)
+        shift_labels             (M, L) the token column c predicts (-100: none): TRL's fused head's labels
+        y_at                     (N, T) flat index into the (M·L) columns of the one predicting y_t (0 on padding)
+        y2_at                    (N, R) the same for y'_t (0 on padding and on rows not kept)
     """
-    N, P = prompt_ids.shape
-    T, R = y_ids.shape[1], y2_ids.shape[1]
+    N, T = y_ids.shape
+    R = 0 if y2_ids is None else y2_ids.shape[1]
     dev = prompt_ids.device
-    n2 = y2_mask.sum(1)
-    S_row = torch.where(keep.bool() & (n2 > k), n2 - k, torch.zeros_like(k))  # suffix length per row
-    S = int(S_row.max().item()) if N else 0
-    L = P + T + S
-    cols = torch.arange(L, device=dev)
-    j = torch.arange(S, device=dev).unsqueeze(0)  # suffix offset
-    in_s = j < S_row.unsqueeze(1)  # (N, S) real suffix tokens
-    # suffix tokens: the anchor, then y'_k .. y'_{|y'|-2}
-    main_ids = torch.cat([prompt_ids, y_ids], 1)
-    anchor_col = P + k - 1  # the column of the token the anchor copies
-    src = torch.where(j == 0, anchor_col.unsqueeze(1) - P - T, k.unsqueeze(1) + j - 1)  # into y' (or main, < 0)
-    y2_tok = y2_ids.gather(1, src.clamp(0, R - 1))
-    anchor_tok = main_ids.gather(1, anchor_col.clamp(0, P + T - 1).unsqueeze(1)).expand(N, S)
-    s_ids = torch.where(j == 0, anchor_tok, y2_tok).masked_fill(~in_s, pad)
-    input_ids = torch.cat([main_ids, s_ids], 1)
-    position_ids = torch.cat([cols[: P + T].expand(N, -1), anchor_col.unsqueeze(1) + j], 1)
-    # labels: column c predicts the next token of its stream
-    shift_labels = torch.full((N, L), -100, dtype=torch.long, device=dev)
-    shift_labels[:, P - 1 : P + T - 1] = y_ids.masked_fill(y_mask == 0, -100)
-    s_lab = y2_ids.gather(1, (k.unsqueeze(1) + j).clamp(0, R - 1))
-    shift_labels[:, P + T :] = s_lab.masked_fill(~in_s, -100)
-    # attention: main rows causal over real tokens; suffix rows over x ⊕ y before the anchor's column, then causal
-    valid = torch.cat([prompt_mask.bool(), y_mask.bool(), in_s], 1)  # (N, L) keys
-    causal = cols.unsqueeze(1) >= cols.unsqueeze(0)  # (L, L) query >= key
-    allowed = causal.unsqueeze(0) & valid.unsqueeze(1)
-    if S:
-        q_s = slice(P + T, L)
-        before_anchor = cols[: P + T].unsqueeze(0) < anchor_col.unsqueeze(1)  # (N, P+T)
-        allowed[:, q_s, : P + T] = (before_anchor & valid[:, : P + T]).unsqueeze(1).expand(N, S, P + T).clone()
-        allowed[:, q_s, : P + T] &= in_s.unsqueeze(2)
+    n_y = y_mask.sum(1).tolist()
+    n_y2 = y2_mask.sum(1).tolist() if R else [0] * N
+    ks = k.tolist() if k is not None else [0] * N
+    kept = keep.bool().tolist() if keep is not None else [False] * N
+    xs = [prompt_ids[i][prompt_mask[i].bool()].tolist() for i in range(N)]
+    ys, y2s = y_ids.tolist(), (y2_ids.tolist() if R else None)
+    members: dict = {}
+    for i in range(N):
+        members.setdefault(tuple(xs[i]) if group else i, []).append(i)
+    # each packed row as columns of (token, position, label, segment (0: shared prefix), offset, parent, limit)
+    packed, row_of, y_at = [], [0] * N, [[0] * T for _ in range(N)]
+    y2_at, y2_set = [[0] * R for _ in range(N)], [[False] * R for _ in range(N)]
+    for r, rows in enumerate(members.values()):
+        x = xs[rows[0]]
+        P = len(x)
+        cols = [(x[c], c, -100, 0, c, 0, 0) for c in range(P - 1)]
+        first = {}
+        for s, i in enumerate(rows, start=1):  # streams
+            first[i] = (s, len(cols))
+            for j in range(n_y[i]):
+                y_at[i][j] = len(cols)
+                cols.append((x[-1] if j == 0 else ys[i][j - 1], P - 1 + j, ys[i][j], s, j, s, 0))
+        seg = len(rows)
+        for i in rows:  # suffixes
+            s, start = first[i]
+            row_of[i] = r
+            if not kept[i]:
+                continue
+            for t in range(min(ks[i], R)):
+                y2_at[i][t], y2_set[i][t] = start + t, True
+            if n_y2[i] <= ks[i]:
+                continue
+            seg, k_i = seg + 1, ks[i]
+            for j in range(n_y2[i] - k_i):
+                y2_at[i][k_i + j], y2_set[i][k_i + j] = len(cols), True
+                tok = (x[-1] if k_i == 0 else ys[i][k_i - 1]) if j == 0 else y2s[i][k_i + j - 1]
+                cols.append((tok, P - 1 + k_i + j, y2s[i][k_i + j], seg, j, s, k_i))
+        packed.append(cols)
+    M, L = len(packed), max(len(c) for c in packed)
+    fills = (pad, 0, -100, -1, 0, -1, 0)
+    table = torch.tensor([c + [fills] * (L - len(c)) for c in packed], dtype=torch.long, device=dev)  # (M, L, 7)
+    input_ids, position_ids, shift_labels, seg, off, par, lim = table.unbind(-1)
+    q = lambda v: v.unsqueeze(2)  # noqa: E731  (M, L, 1): the query's value
+    kv = lambda v: v.unsqueeze(1)  # noqa: E731  (M, 1, L): the key's value
+    same = (q(seg) == kv(seg)) & (kv(off) <= q(off))  # causal within a segment (the shared prefix included)
+    prefix = (kv(seg) == 0) & (q(seg) > 0)  # streams and suffixes see the whole shared prefix
+    parent = (kv(seg) == q(par)) & (q(seg) != kv(seg)) & (kv(off) < q(lim))  # a suffix: its stream's cols < k
+    allowed = (same | prefix | parent) & kv(seg >= 0) & q(seg >= 0)
     allowed |= torch.eye(L, dtype=torch.bool, device=dev).unsqueeze(0)  # every query sees itself (no empty row)
-    t = torch.arange(R, device=dev).unsqueeze(0)
-    y2_cols = torch.where(t < k.unsqueeze(1), P - 1 + t, P + T + t - k.unsqueeze(1)).clamp(0, L - 1)
+    base = (torch.tensor(row_of, dtype=torch.long, device=dev) * L).unsqueeze(1)
+    y_at = (torch.tensor(y_at, dtype=torch.long, device=dev).view(N, T) + base) * y_mask.bool()
+    y2_at = (torch.tensor(y2_at, dtype=torch.long, device=dev).view(N, R) + base) * torch.tensor(
+        y2_set, dtype=torch.bool, device=dev).view(N, R)
     return {"input_ids": input_ids, "position_ids": position_ids, "allowed": allowed, "shift_labels": shift_labels,
-            "y_cols": torch.arange(P - 1, P + T - 1, device=dev), "y2_cols": y2_cols}
+            "y_at": y_at, "y2_at": y2_at}
 
 
 def attention_mask_4d(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:

@@ -18,7 +18,7 @@ from study.tokens import token_logps
 
 torch.set_num_threads(1)
 
-SLOW_PATHS = {"kl_from_loss": False, "fuse_dc_forward": False, "shared_prompt_prefill": False}
+SLOW_PATHS = {"kl_from_loss": False, "fuse_dc_forward": False, "shared_prompt_prefill": False, "pack_groups": False}
 
 
 def test_from_first_diff_ce_sees_the_whole_refinement_as_context(tok, tmp_path):
@@ -50,8 +50,9 @@ def _metrics(tok, tmp_path, name, **over):
 
 
 def test_fast_paths_log_and_learn_what_the_slow_paths_do(tok, tmp_path):
-    """Prefix-shared L_DC and the KL from the loss forward (the defaults) against a separate L_DC forward and a
-    separate KL forward, over 3 training steps."""
+    """The packed loss forward (each prompt once, L_DC's y'_≥k in the same rows) and the KL from the loss forward
+    (the defaults) against TRL's per-rollout forward, a separate L_DC forward and a separate KL forward, over 3
+    training steps."""
     fast = _metrics(tok, tmp_path, "fast")
     slow = _metrics(tok, tmp_path, "slow", speed=SLOW_PATHS)
     assert len(fast) == len(slow) == 3

@@ -24,9 +24,10 @@ One RL step is one generation batch of B = ``rollout.num_prompts`` x G rollouts.
 
 ``_compute_loss(model, batch) -> loss``                     once per micro-batch
     one policy forward (``_policy_forward``) gives log π_θ(y_t | x, y_<t) for L_DAPO and, for the kept rows,
-    CE_t = -log π_θ(y'_t | x, y'_<t) for L_DC: y'_<k = y_<k, so only y'_≥k gets positions of its own, packed after
-    x ⊕ y in the same row (``study.tokens.prefix_shared_inputs``; a separate forward over x ⊕ y' where the attention
-    backend takes no custom mask or the rollout temperature is not 1);
+    CE_t = -log π_θ(y'_t | x, y'_<t) for L_DC. Packed (``study.tokens.packed_inputs``): one row per prompt holds x
+    once, its G rollouts y, and for each kept y' only y'_≥k (y'_<k = y_<k is read off y), behind a block mask, so
+    no token is forwarded twice (TRL's forward per rollout, and a separate forward over x ⊕ y', where the attention
+    backend takes no custom mask; the separate L_DC forward also where the rollout temperature is not 1);
     loss = L_DAPO + β·KL (static) + λ·L_DC (dynamic, Eq. 6).
 
 The three constraint modes differ only in these lines (search for ``MODE``):
@@ -76,7 +77,7 @@ from study.tokens import (
     cut_at_eos,
     pad_id,
     pad_left,
-    prefix_shared_inputs,
+    packed_inputs,
     token_logps,
 )
 from study.trainers.common import (
@@ -165,7 +166,7 @@ class DynamicDAPOTrainer(GRPOTrainer):
         self.refine_target = c.target if c.mode == "dynamic" else None
         if self.refine_target == "refiner" and components.refiner is None:
             raise UserError("constraint.mode dynamic needs a refiner (components.refiner is None)")
-        self.prefix_shared = self._prefix_shared_ok() if self.refine_target is not None else False
+        self.packed, self.fuse_dc = self._packing_ok()
         self.timer = StepTimer()
 
     def _check_loss_options(self) -> None:
@@ -177,19 +178,25 @@ class DynamicDAPOTrainer(GRPOTrainer):
             raise UserError("DynamicDAPOTrainer implements TRL's loss_type='dapo' with token-level importance "
                             "sampling only (no delta, entropy mask/bonus, off-policy mask or MoE aux loss)")
 
-    def _prefix_shared_ok(self) -> bool:
-        """Can L_DC share the L_DAPO forward (``speed.fuse_dc_forward``)? Says once in the log why not."""
-        if not self.cfg.speed.fuse_dc_forward:
-            return False
+    def _packing_ok(self) -> tuple[bool, bool]:
+        """(packed, fuse_dc): does the loss forward pack each prompt's rollouts into one row
+        (``speed.pack_groups``, ``study.tokens.packed_inputs``), and does L_DC share it (``speed.fuse_dc_forward``)?
+        Both need an attention backend that takes a custom 4-D mask; fusing L_DC also needs rollout temperature 1
+        (TRL's log-probs are tempered, L_DC's CE is not). Says once in the log why not."""
+        sp, dynamic = self.cfg.speed, self.refine_target is not None
+        want_fuse = dynamic and sp.fuse_dc_forward
+        if not (sp.pack_groups or want_fuse):
+            return False, False
         impl = self.accelerator.unwrap_model(self.model).config._attn_implementation
-        why = None
         if impl not in CUSTOM_MASK_BACKENDS:
-            why = f"attention implementation {impl!r} takes no custom 4-D mask"
-        elif self.temperature != 1.0:
-            why = f"rollout temperature {self.temperature} != 1 (TRL's log-probs are tempered; L_DC is not)"
-        if why:
-            log.warning("L_DC uses a separate forward over x ⊕ y' (prefix sharing is off: %s)", why)
-        return why is None
+            log.warning("the loss forward is TRL's, one row per rollout, and L_DC a separate forward over x ⊕ y' "
+                        "(attention implementation %r takes no custom 4-D mask)", impl)
+            return False, False
+        if want_fuse and self.temperature != 1.0:
+            log.warning("L_DC uses a separate forward over x ⊕ y' (rollout temperature %s != 1: TRL's log-probs are "
+                        "tempered; L_DC is not)", self.temperature)
+            want_fuse = False
+        return True, want_fuse
 
     # ------------------------------------------------------------------------------------------------------------
     # 1. rollout: rewards of each round, dynamic sampling
@@ -338,7 +345,10 @@ class DynamicDAPOTrainer(GRPOTrainer):
             ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
             attn = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
             T = batch["completion_ids"].size(1)
-            if ref_logps is None:
+            ref_impl = self.accelerator.unwrap_model(self.reference).config._attn_implementation
+            if ref_logps is None and self.packed and ref_impl in CUSTOM_MASK_BACKENDS:
+                ref_logps = self._packed_logps(self.reference, batch, with_entropy=False)[0]
+            elif ref_logps is None:
                 ref_logps = self._get_per_token_logps_and_entropies(self.reference, ids, attn, T)[0]
             pol_logps = batch.get("old_per_token_logps")
             if pol_logps is None and self.cfg.speed.kl_from_loss:
@@ -430,45 +440,47 @@ class DynamicDAPOTrainer(GRPOTrainer):
     def _policy_forward(self, model, inputs, dynamic: bool):
         """(logps (B, T) at the rollout temperature, entropy (B, T), dc_ce (B, R) or None).
 
-        dc_ce is CE_t = -log π_θ(y'_t | x, y'_<t) at temperature 1 (0 on rows that are not kept). Prefix-shared
-        (``self.prefix_shared``): the kept rows whose y' departs from y get one forward over x ⊕ y ⊕ y'_≥k with a
-        block mask (``prefix_shared_inputs``); the other rows TRL's forward over x ⊕ y, which also gives the CE of a
-        kept y' that is a prefix of y. Otherwise: TRL's forward over every x ⊕ y, plus a separate one over the kept
-        rows' x ⊕ y'."""
+        dc_ce is CE_t = -log π_θ(y'_t | x, y'_<t) at temperature 1 (0 on rows that are not kept). Packed
+        (``self.packed``): one forward over each prompt's rows, x once, its rollouts y and (``self.fuse_dc``) the
+        kept y'_≥k behind a block mask (``study.tokens.packed_inputs``); y'_<k = y_<k is read off y's columns.
+        Otherwise TRL's forward over every x ⊕ y. Where L_DC is not fused, a separate forward over the kept x ⊕ y'."""
         p_ids, p_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         c_ids, c_mask = inputs["completion_ids"], inputs["completion_mask"]
-        B, T = c_ids.shape
-        ids, attn = torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1)
-        if not dynamic:
+        T = c_ids.shape[1]
+        fuse = dynamic and self.fuse_dc
+        if self.packed:
+            logps, entropy, dc_ce = self._packed_logps(model, inputs, with_refined=fuse)
+        else:
+            ids, attn = torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1)
             logps, entropy, _ = self._get_per_token_logps_and_entropies(model, ids, attn, T, compute_entropy=True)
-            return logps, entropy, None
-        keep, k = inputs["refine_keep"].bool(), inputs["first_change"]
-        y2_ids, y2_mask = inputs["refined_ids"], inputs["refined_mask"]
-        packed = keep & (y2_mask.sum(1) > k) if self.prefix_shared else torch.zeros_like(keep)
-        logps = torch.zeros((B, T), device=c_ids.device)
-        entropy = torch.zeros((B, T), device=c_ids.device)
-        dc_ce = torch.zeros(y2_ids.shape, device=c_ids.device)
-        if (~packed).any():  # x ⊕ y (TRL's forward)
-            lp, ent, _ = self._get_per_token_logps_and_entropies(model, ids[~packed], attn[~packed], T,
-                                                                 compute_entropy=True)
-            logps[~packed], entropy[~packed] = lp.float(), ent.float()
-        if packed.any():  # x ⊕ y ⊕ y'_≥k: y'_<k = y_<k shares the forward of x ⊕ y
-            pk = prefix_shared_inputs(p_ids[packed], p_mask[packed], c_ids[packed], c_mask[packed], y2_ids[packed],
-                                      y2_mask[packed], k[packed], keep[packed], pad_id(self.processing_class))
-            impl = self.accelerator.unwrap_model(model).config._attn_implementation
-            mask4 = attention_mask_4d(pk["allowed"], impl, next(model.parameters()).dtype)
-            with self.accelerator.autocast():
-                out = model(input_ids=pk["input_ids"], attention_mask=mask4, position_ids=pk["position_ids"],
-                            shift_labels=pk["shift_labels"], fused_lm_head=True)
-            logps[packed] = out.log_probs[:, pk["y_cols"]].float()
-            entropy[packed] = out.entropy[:, pk["y_cols"]].float()
-            dc_ce[packed] = -out.log_probs.gather(1, pk["y2_cols"]).float()
-        if self.prefix_shared:  # a kept y' that is a prefix of y (k = |y'|): its CE is y's log-prob
-            prefix = keep & ~packed
-            R = min(T, y2_ids.shape[1])
-            dc_ce[prefix, :R] = -logps[prefix, :R]
-        elif keep.any():  # the separate forward over x ⊕ y', untempered
-            dc_ce[keep] = -token_logps(model, p_ids[keep], p_mask[keep], y2_ids[keep], y2_mask[keep])[0].float()
+            dc_ce = None
+        if dynamic and not fuse:  # the separate forward over the kept x ⊕ y', untempered
+            keep, y2_ids, y2_mask = inputs["refine_keep"].bool(), inputs["refined_ids"], inputs["refined_mask"]
+            dc_ce = torch.zeros(y2_ids.shape, device=c_ids.device)
+            if keep.any():
+                dc_ce[keep] = -token_logps(model, p_ids[keep], p_mask[keep], y2_ids[keep], y2_mask[keep])[0].float()
+        return logps, entropy, dc_ce
+
+    def _packed_logps(self, model, inputs, with_refined: bool = False, with_entropy: bool = True):
+        """``_policy_forward``'s packed forward (also the reference's, for the logged KL): (logps (B, T),
+        entropy (B, T) or None, dc_ce (B, R) or None), 0 on padding."""
+        c_mask = inputs["completion_mask"]
+        y2 = ((inputs["refined_ids"], inputs["refined_mask"], inputs["first_change"], inputs["refine_keep"])
+              if with_refined else (None, None, None, None))
+        pk = packed_inputs(inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], c_mask,
+                           pad_id(self.processing_class), *y2, group=self.cfg.speed.pack_groups)
+        impl = self.accelerator.unwrap_model(model).config._attn_implementation
+        mask4 = attention_mask_4d(pk["allowed"], impl, next(model.parameters()).dtype)
+        with self.accelerator.autocast():
+            out = model(input_ids=pk["input_ids"], attention_mask=mask4, position_ids=pk["position_ids"],
+                        shift_labels=pk["shift_labels"], fused_lm_head=True)
+        flat_logps = out.log_probs.reshape(-1).float()  # (M·L,)
+        logps = flat_logps[pk["y_at"]] * c_mask  # (B, T)
+        entropy = out.entropy.reshape(-1).float()[pk["y_at"]] * c_mask if with_entropy else None
+        dc_ce = None
+        if with_refined:  # (B, R), kept rows only
+            keep = inputs["refine_keep"].to(flat_logps.dtype).unsqueeze(1)
+            dc_ce = -flat_logps[pk["y2_at"]] * inputs["refined_mask"] * keep
         return logps, entropy, dc_ce
 
     # ------------------------------------------------------------------------------------------------------------
