@@ -131,6 +131,7 @@ def test_verdict_table_lists_every_claim(executed):
     assert (t["verdict"] != "not run").all()  # the synthetic profile has every arm
     results = (figs / "RESULTS.md").read_text()
     assert "[explorer.html](explorer.html)" in results and "| dapo_learns |" in results
+    assert "applies Holm's correction" in results  # the per-notebook lines are the uncorrected ones: said so
     assert (figs / "explorer.html").stat().st_size > 1000
 
 

@@ -169,7 +169,7 @@ def test_cli_arguments_and_defaults(capsys):
 
 
 def test_shipped_profiles_are_well_formed():
-    for name in ("smoke", "mini", "mini-full", "paper"):
+    for name in ("smoke", "mini", "mini-fig5", "mini-full", "paper"):
         prof = ex.load_profile(name)
         nbs = reproduce.select(prof.notebooks)
         needed = {g for nb in nbs for g in nb.groups}
@@ -181,6 +181,9 @@ def test_shipped_profiles_are_well_formed():
     assert ex.load_profile("mini-full").notebooks is None
     assert len(ex.load_profile("mini").groups["fig5_dapo"]["seeds"]) >= 3
     assert len(ex.load_profile("mini-full").groups["fig5_dapo"]["seeds"]) >= 10
+    # mini-fig5: the main job's Fig. 5 arms and configs with more seeds (the main job's 3 among them, reused)
+    fig5, main5 = ex.load_profile("mini-fig5").groups["fig5_dapo"], ex.load_profile("mini").groups["fig5_dapo"]
+    assert fig5["configs"] == main5["configs"] and set(main5["seeds"]) < set(fig5["seeds"])
     for prof, want in (("mini", {"0.5": 0.5, "2.0": 2.0}), ("mini-full", {"0.1": 0.1, "0.5": 0.5, "2.0": 2.0})):
         assert {s.label: s.cfg.constraint.coef for s in ex.group_specs("fig7_lambda", prof)} == want
 
